@@ -734,11 +734,12 @@ export class Session implements FrameSink {
       if (this.pingPending && pos > ackEnd) this.pingPending = false;
       if (this.goingAway && this.streams.size === 0) this.close(this.closeCode, this.closeReason);
     }
+    const eliciting = pos > ackEnd;
+    if (!eliciting && !ackDue) pos = 0; // an ACK alone waits until it is due
     if (pos === 0) {
       this.markAppLimited();
       return 0;
     }
-    const eliciting = pos > ackEnd;
     if (ackEnd > 0) {
       this.ackElicitingSinceAck = 0;
       this.ackDeadline = Infinity;

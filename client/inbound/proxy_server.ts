@@ -1,0 +1,207 @@
+/**
+ * The client's local proxy inbound: one TCP port speaking SOCKS5 and HTTP
+ * proxy, told apart by the first byte (0x05 → SOCKS5, anything else → HTTP).
+ * Every accepted request becomes a call to the injected {@link Dialer}
+ * followed by a relay.
+ * @module
+ */
+
+import type { Dialer, Target } from "../../shared/duplex.ts";
+import { BufferedReader, closeQuietly, isExpectedDisconnect } from "../../shared/pipe.ts";
+import { handleHttpProxy } from "./http.ts";
+import { handleSocks5, type ProxyCredentials } from "./socks5.ts";
+
+/** Options for {@link ProxyServer}. */
+export interface ProxyServerOptions {
+  /** Address to listen on, e.g. "127.0.0.1". */
+  hostname: string;
+  /** Port to listen on; 0 picks a free one (see {@link ProxyServer.addr}). */
+  port: number;
+  /** Opens the stream for every request. */
+  dialer: Dialer;
+  /** When set, SOCKS5 requires user/password (RFC 1929) and HTTP requires Proxy-Authorization Basic. */
+  auth?: ProxyCredentials;
+  /** A client must finish its request within this long after connecting (or after starting a next HTTP request); default 10 000 ms. */
+  handshakeTimeoutMs?: number;
+  /** An HTTP keep-alive connection may wait this long for its next request; default 60 000 ms. */
+  idleTimeoutMs?: number;
+  /** Receives unexpected errors; expected disconnects are not reported. */
+  onError?: (e: unknown) => void;
+  /** Called for every request once its target is known (after authentication). */
+  onRequest?: (target: Target, protocol: "socks5" | "http") => void;
+}
+
+interface Connection {
+  conn: Deno.TcpConn;
+  ctl: AbortController;
+  timer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** SOCKS5 + HTTP proxy listener. Call {@link ProxyServer.start}, then {@link ProxyServer.close}. */
+export class ProxyServer {
+  readonly #opts: ProxyServerOptions;
+  readonly #handshakeMs: number;
+  readonly #idleMs: number;
+  #listener: Deno.TcpListener | undefined;
+  #acceptLoop: Promise<void> | undefined;
+  #conns = new Set<Connection>();
+  #tasks = new Set<Promise<void>>();
+  #accepted = 0;
+  #closing = false;
+  #closed: Promise<void> | undefined;
+  #wakeAcceptLoop: (() => void) | undefined;
+
+  constructor(opts: ProxyServerOptions) {
+    this.#opts = opts;
+    this.#handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
+    this.#idleMs = opts.idleTimeoutMs ?? 60_000;
+  }
+
+  /** Starts listening; resolves once the port is bound (accepting runs in the background). */
+  // deno-lint-ignore require-await
+  async start(): Promise<void> {
+    if (this.#listener || this.#closing) throw new Error("ProxyServer already started or closed");
+    this.#listener = Deno.listen({
+      hostname: this.#opts.hostname,
+      port: this.#opts.port,
+      transport: "tcp",
+    });
+    this.#acceptLoop = this.#accept(this.#listener);
+  }
+
+  /** The bound address. @throws if not started. */
+  get addr(): Deno.NetAddr {
+    if (!this.#listener) throw new Error("ProxyServer not started");
+    return this.#listener.addr;
+  }
+
+  /** Client connections currently open. */
+  get activeConnections(): number {
+    return this.#conns.size;
+  }
+
+  /** Client connections accepted since {@link ProxyServer.start}. */
+  get acceptedConnections(): number {
+    return this.#accepted;
+  }
+
+  /** Stops listening, closes every live connection (and its upstream), and waits for all handlers to end. */
+  close(): Promise<void> {
+    this.#closed ??= this.#shutdown();
+    return this.#closed;
+  }
+
+  async #shutdown(): Promise<void> {
+    this.#closing = true;
+    if (this.#listener) {
+      try {
+        this.#listener.close();
+      } catch { /* already closed */ }
+    }
+    this.#wakeAcceptLoop?.();
+    for (const c of this.#conns) this.#kill(c);
+    await this.#acceptLoop;
+    while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+  }
+
+  #report(e: unknown): void {
+    try {
+      this.#opts.onError?.(e);
+    } catch { /* a faulty callback must not break the server */ }
+  }
+
+  #kill(c: Connection): void {
+    clearTimeout(c.timer);
+    c.timer = undefined;
+    c.ctl.abort();
+    closeQuietly(c.conn);
+  }
+
+  async #accept(listener: Deno.TcpListener): Promise<void> {
+    while (!this.#closing) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (this.#closing) break;
+        if (e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted) break;
+        this.#report(e);
+        // e.g. out of file descriptors: back off instead of spinning.
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, 100);
+          this.#wakeAcceptLoop = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.#wakeAcceptLoop = undefined;
+        continue;
+      }
+      if (this.#closing) {
+        closeQuietly(conn);
+        break;
+      }
+      this.#accepted++;
+      const c: Connection = { conn, ctl: new AbortController(), timer: undefined };
+      this.#conns.add(c);
+      const task = this.#serve(c);
+      this.#tasks.add(task);
+      task.finally(() => this.#tasks.delete(task));
+    }
+  }
+
+  #arm(c: Connection, ms: number): void {
+    clearTimeout(c.timer);
+    c.timer = setTimeout(() => {
+      c.timer = undefined;
+      this.#kill(c);
+    }, ms);
+  }
+
+  #disarm(c: Connection): void {
+    clearTimeout(c.timer);
+    c.timer = undefined;
+  }
+
+  async #serve(c: Connection): Promise<void> {
+    try {
+      try {
+        c.conn.setNoDelay(true);
+      } catch { /* not fatal */ }
+      this.#arm(c, this.#handshakeMs);
+      const reader = new BufferedReader(c.conn, 4096);
+      const first = await reader.peekByte();
+      if (first === null || c.ctl.signal.aborted) return;
+      const protocol = first === 0x05 ? "socks5" : "http";
+      const common = {
+        dialer: this.#opts.dialer,
+        auth: this.#opts.auth,
+        signal: c.ctl.signal,
+        onError: (e: unknown) => this.#report(e),
+        onHandshakeDone: (target: Target) => {
+          this.#disarm(c);
+          try {
+            this.#opts.onRequest?.(target, protocol);
+          } catch (e) {
+            this.#report(e);
+          }
+        },
+      };
+      if (protocol === "socks5") {
+        await handleSocks5(c.conn, common, reader);
+      } else {
+        await handleHttpProxy(c.conn, {
+          ...common,
+          onIdle: () => this.#arm(c, this.#idleMs),
+          onRequestStart: () => this.#arm(c, this.#handshakeMs),
+        }, reader);
+      }
+    } catch (e) {
+      if (!isExpectedDisconnect(e)) this.#report(e);
+    } finally {
+      this.#disarm(c);
+      closeQuietly(c.conn);
+      this.#conns.delete(c);
+    }
+  }
+}
