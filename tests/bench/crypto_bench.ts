@@ -6,9 +6,9 @@
  * @module
  */
 
-import { createAead } from "../shared/crypto/aead.ts";
-import { Masker } from "../shared/crypto/keys.ts";
-import { PacketCodec } from "../shared/wire/packet.ts";
+import { createAead } from "../../shared/crypto/aead.ts";
+import { Masker } from "../../shared/crypto/keys.ts";
+import { PacketCodec } from "../../shared/wire/packet.ts";
 import { hmac } from "@noble/hashes/hmac.js";
 import { sha256 } from "@noble/hashes/sha2.js";
 

@@ -1,0 +1,207 @@
+/**
+ * Command line of `ostp-client`: parses the arguments into a validated
+ * {@link ClientConfig} without printing or exiting; the caller prints `text`
+ * and picks the exit code.
+ *
+ * Precedence: defaults < config file < share link < flags. A share link is
+ * the only argument a user needs: `ostp-client 'ostp://KEY@host:8443#name'`.
+ * @module
+ */
+
+import { Command, CommanderError, Option } from "commander";
+import { formatAccessKey } from "../shared/crypto/keys.ts";
+import {
+  ConfigError,
+  type ConfigIssue,
+  formatHostPort,
+  isPlainObject,
+  LOG_FORMATS,
+  LOG_LEVELS,
+  readJsoncFile,
+} from "../shared/config/types.ts";
+import { type ClientConfig, parseClientConfig } from "../shared/config/client_config.ts";
+import { decodeShareLink, LinkError, type ShareLink } from "../shared/link.ts";
+import denoJson from "../deno.json" with { type: "json" };
+
+/** What {@link parseClientArgs} decided. `text` has no trailing newline (print it with `console.log`). */
+export type ClientCliResult =
+  | { kind: "run"; config: ClientConfig; configPath?: string; name?: string }
+  | { kind: "help" | "version" | "error"; text: string };
+
+interface ClientOptions {
+  config?: string;
+  server?: string;
+  key?: string;
+  listen?: string;
+  mux?: string;
+  username?: string;
+  password?: string;
+  logLevel?: string;
+  logFormat?: string;
+}
+
+function buildProgram(output: { out: string; err: string }): Command {
+  return new Command("ostp-client")
+    .description("OSTP client: a local SOCKS5 and HTTP proxy that tunnels to an ostp server.")
+    .version(denoJson.version, "-V, --version", "print the version")
+    .helpOption("-h, --help", "show this help")
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => (output.out += s),
+      writeErr: (s) => (output.err += s),
+      getOutHelpWidth: () => 100,
+      getErrHelpWidth: () => 100,
+      getOutHasColors: () => false,
+      getErrHasColors: () => false,
+    })
+    .showHelpAfterError("(run with --help for usage)")
+    .allowExcessArguments(false)
+    .argument("[link]", "an ostp:// share link (all a client needs)")
+    .option("-c, --config <file>", "config file (JSON with comments)")
+    .option("-s, --server <host:port>", "server address")
+    .option("-k, --key <key>", "access key (hex or base64url)")
+    .option("-l, --listen <host:port>", "local SOCKS5/HTTP proxy address (default 127.0.0.1:1088)")
+    .option("--mux <n>", "parallel sessions to the server (1..16)")
+    .option("--username <u>", "user name the local proxy requires")
+    .option("--password <p>", "password the local proxy requires (visible to other local users)")
+    .addOption(new Option("--log-level <lvl>", "log level").choices(LOG_LEVELS))
+    .addOption(new Option("--log-format <fmt>", "log format").choices(LOG_FORMATS));
+}
+
+function errorResult(e: ConfigError | LinkError): ClientCliResult {
+  return { kind: "error", text: `error: ${e.message}` };
+}
+
+/**
+ * Parses the client's arguments (without the program name). Never prints or
+ * exits: help, version and errors come back as text.
+ */
+export async function parseClientArgs(argv: string[]): Promise<ClientCliResult> {
+  const r = await parse(argv);
+  if ("text" in r) r.text = r.text.trimEnd();
+  return r;
+}
+
+async function parse(argv: string[]): Promise<ClientCliResult> {
+  const output = { out: "", err: "" };
+  const program = buildProgram(output);
+  try {
+    await program.parseAsync(argv, { from: "user" });
+  } catch (e) {
+    if (!(e instanceof CommanderError)) throw e;
+    if (e.code === "commander.helpDisplayed" || e.code === "commander.help") {
+      return { kind: "help", text: output.out };
+    }
+    if (e.code === "commander.version") return { kind: "version", text: output.out };
+    return { kind: "error", text: output.err || `error: ${e.message}` };
+  }
+  const o = program.opts<ClientOptions>();
+  const linkText = program.args[0] as string | undefined;
+
+  let link: ShareLink | undefined;
+  if (linkText !== undefined) {
+    try {
+      link = decodeShareLink(linkText);
+    } catch (e) {
+      if (e instanceof LinkError) {
+        return errorResult(e);
+      }
+      throw e;
+    }
+  }
+
+  let raw: unknown = {};
+  if (o.config !== undefined) {
+    try {
+      raw = await readJsoncFile(o.config);
+    } catch (e) {
+      if (e instanceof ConfigError) return errorResult(e);
+      throw e;
+    }
+  }
+  const merged: Record<string, unknown> = isPlainObject(raw) ? { ...raw } : {};
+  const origins = new Map<string, string>(); // top-level field (or auth.x) → where it came from
+
+  if (link) {
+    merged.server = formatHostPort(link.server);
+    merged.key = formatAccessKey(link.key, "hex");
+    origins.set("server", "link").set("key", "link");
+    if (link.mtu !== undefined) {
+      merged.mtu = link.mtu;
+      origins.set("mtu", "link");
+    }
+    if (link.mux !== undefined) {
+      merged.mux = link.mux;
+      origins.set("mux", "link");
+    }
+  }
+
+  const issues: ConfigIssue[] = [];
+  const flag = (field: string, name: string, value: unknown): void => {
+    merged[field] = value;
+    origins.set(field, name);
+  };
+  if (o.server !== undefined) flag("server", "--server", o.server);
+  if (o.key !== undefined) flag("key", "--key", o.key);
+  if (o.listen !== undefined) flag("listen", "--listen", o.listen);
+  if (o.mux !== undefined) {
+    if (/^\d+$/.test(o.mux.trim())) flag("mux", "--mux", Number(o.mux.trim()));
+    else issues.push({ path: "--mux", message: "expected an integer" });
+  }
+  if (o.username !== undefined || o.password !== undefined) {
+    const auth = isPlainObject(merged.auth) ? { ...merged.auth } : {};
+    if (o.username !== undefined) {
+      auth.username = o.username;
+      origins.set("auth.username", "--username");
+    }
+    if (o.password !== undefined) {
+      auth.password = o.password;
+      origins.set("auth.password", "--password");
+    }
+    if (auth.username === undefined) {
+      issues.push({ path: "--password", message: "needs --username too" });
+    }
+    if (auth.password === undefined) {
+      issues.push({ path: "--username", message: "needs --password too" });
+    }
+    merged.auth = auth;
+  }
+  if (o.logLevel !== undefined || o.logFormat !== undefined) {
+    const log = isPlainObject(merged.log) ? { ...merged.log } : {};
+    if (o.logLevel !== undefined) log.level = o.logLevel;
+    if (o.logFormat !== undefined) log.format = o.logFormat;
+    merged.log = log;
+  }
+  if (o.config === undefined && (merged.server === undefined || merged.key === undefined)) {
+    // Nothing says where to connect: guide the user rather than list "required" fields.
+    if (merged.server === undefined) {
+      issues.push({
+        path: "",
+        message: "no server: pass an ostp:// share link, --server or a config file",
+      });
+    }
+    if (merged.key === undefined) {
+      issues.push({
+        path: "",
+        message: "no access key: pass an ostp:// share link, --key or a config file",
+      });
+    }
+    return errorResult(new ConfigError(issues));
+  }
+
+  let config: ClientConfig | undefined;
+  try {
+    config = parseClientConfig(isPlainObject(raw) ? merged : raw, o.config);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    for (const i of e.issues) {
+      const where = origins.get(i.path) ?? origins.get(/^[^.[]+/.exec(i.path)?.[0] ?? "");
+      issues.push(where ? { path: where, message: i.message } : i);
+    }
+  }
+  if (!config || issues.length > 0) return errorResult(new ConfigError(issues, o.config));
+  const result: ClientCliResult = { kind: "run", config };
+  if (o.config !== undefined) result.configPath = o.config;
+  if (link?.name !== undefined) result.name = link.name;
+  return result;
+}

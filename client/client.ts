@@ -1,0 +1,152 @@
+/**
+ * The OSTP client as an object: the local SOCKS5 + HTTP proxy, the pool of
+ * sessions to the server, state and traffic events. `client/main.ts` runs it
+ * from the command line; `mod.ts` exports it for embedding.
+ * @module
+ */
+
+import { type ClientConfig, formatHostPort } from "../shared/config/types.ts";
+import { Emitter, type TrafficStats } from "../shared/events.ts";
+import { getLog } from "../shared/log.ts";
+import { isExpectedDisconnect } from "../shared/pipe.ts";
+import { ProxyServer } from "./inbound/proxy_server.ts";
+import { OstpPool, type RunnerState } from "./outbound/ostp.ts";
+
+/** Events a client emits. */
+export interface ClientEvents {
+  [k: string]: unknown;
+  /** A session runner changed state; `detail` says why when it left `connected`. */
+  state: { session: number; state: RunnerState; detail?: string };
+  /** Counters, every `statsIntervalMs`. */
+  stats: TrafficStats;
+}
+
+/** Options beyond the config. */
+export interface ClientOptions {
+  /** Interval of `stats` events, ms (default 5000). */
+  statsIntervalMs?: number;
+}
+
+const log = getLog("client");
+
+/** A running (or stopped) OSTP client. */
+export class OstpClient {
+  /** Subscribe to `state` and `stats`. */
+  readonly events: Emitter<ClientEvents> = new Emitter();
+  /** The session pool (the "ostp" outbound). */
+  readonly pool: OstpPool;
+  private proxy: ProxyServer | null = null;
+  private statsTimer: ReturnType<typeof setInterval> | undefined;
+  private readonly startedAt = performance.now();
+
+  constructor(readonly config: ClientConfig, private readonly options: ClientOptions = {}) {
+    this.pool = new OstpPool({
+      server: config.server,
+      key: config.key,
+      mux: config.mux,
+      session: {
+        maxDatagramSize: config.mtu,
+        keepalive: config.keepalive * 1000,
+        idleTimeout: config.idleTimeout * 1000,
+      },
+      connectTimeoutMs: config.connectTimeout * 1000,
+      reconnect: {
+        initialDelayMs: config.reconnect.initialDelay * 1000,
+        maxDelayMs: config.reconnect.maxDelay * 1000,
+      },
+      onState: (i, state, detail) => this.onState(i, state, detail),
+    });
+  }
+
+  private onState(session: number, state: RunnerState, detail?: string): void {
+    const server = formatHostPort(this.config.server);
+    if (state === "connected") {
+      const ms = this.pool.runners[session].handshakeMs.toFixed(1);
+      log.info("session {session} connected to {server} in {ms} ms", { session, server, ms });
+    } else if (state === "connecting") {
+      log.info("session {session} connecting to {server}{why}", {
+        session,
+        server,
+        why: detail ? ` (${detail})` : "",
+      });
+    } else {
+      log.debug("session {session} {state}", { session, state });
+    }
+    this.events.emit("state", { session, state, detail });
+  }
+
+  /** The local proxy's bound address (after {@link start}). */
+  get proxyAddress(): Deno.NetAddr {
+    if (!this.proxy) throw new Error("client not started");
+    return this.proxy.addr;
+  }
+
+  /** Starts the sessions and the local proxy. */
+  async start(): Promise<void> {
+    for (const r of this.pool.runners) {
+      this.events.emit("state", { session: r.index, state: "idle" });
+    }
+    this.pool.start();
+    this.proxy = new ProxyServer({
+      hostname: this.config.listen.host,
+      port: this.config.listen.port,
+      dialer: this.pool.dial,
+      auth: this.config.auth,
+      onError: (e) => {
+        if (!isExpectedDisconnect(e)) {
+          log.debug("proxy connection error: {error}", { error: String(e) });
+        }
+      },
+    });
+    await this.proxy.start();
+    log.info("proxy (SOCKS5 + HTTP) listening on {address}", {
+      address: formatHostPort({ host: this.proxy.addr.hostname, port: this.proxy.addr.port }),
+    });
+    const interval = this.options.statsIntervalMs ?? 5000;
+    this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
+  }
+
+  /** Current counters summed over sessions. */
+  stats(): TrafficStats {
+    const t: TrafficStats = {
+      uptimeMs: performance.now() - this.startedAt,
+      sessions: 0,
+      streams: 0,
+      bytesSent: 0,
+      bytesReceived: 0,
+      packetsSent: 0,
+      packetsReceived: 0,
+      packetsLost: 0,
+      retransmittedBytes: 0,
+      rttMs: 0,
+      cwnd: 0,
+    };
+    let busiest = -1;
+    for (const r of this.pool.runners) {
+      const c = r.conn;
+      if (!c) continue;
+      const s = c.session;
+      t.sessions++;
+      t.streams += s.streamCount;
+      t.bytesSent += s.stats.bytesSent;
+      t.bytesReceived += s.stats.bytesReceived;
+      t.packetsSent += s.stats.packetsSent;
+      t.packetsReceived += s.stats.packetsReceived;
+      t.packetsLost += s.stats.packetsLost;
+      t.retransmittedBytes += s.stats.retransmittedBytes;
+      if (s.stats.bytesReceived > busiest) {
+        busiest = s.stats.bytesReceived;
+        t.rttMs = s.rtt.smoothed;
+        t.cwnd = s.cc.cwnd;
+      }
+    }
+    return t;
+  }
+
+  /** Stops the proxy and closes the sessions with a reason. */
+  async stop(): Promise<void> {
+    clearInterval(this.statsTimer);
+    await this.proxy?.close();
+    await this.pool.stop();
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * `ostp-client` / `deno task client`: takes a share link (or flags, or a
+ * config file), starts the local proxy and the tunnel, and stops cleanly on
+ * SIGINT/SIGTERM.
+ * @module
+ */
+
+import { getLog, setupLogging } from "../shared/log.ts";
+import { parseClientArgs } from "./cli.ts";
+import { OstpClient } from "./client.ts";
+
+const log = getLog("client");
+
+/** Runs the client CLI; resolves with the process exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const parsed = await parseClientArgs(argv);
+  if (parsed.kind !== "run") {
+    const out = parsed.kind === "error" ? console.error : console.log;
+    out(parsed.text);
+    return parsed.kind === "error" ? 2 : 0;
+  }
+  await setupLogging(parsed.config.log);
+  const client = new OstpClient(parsed.config);
+  try {
+    await client.start();
+  } catch (e) {
+    console.error(`ostp-client: cannot start: ${(e as Error).message}`);
+    await client.stop();
+    return 1;
+  }
+  const { promise: done, resolve } = Promise.withResolvers<void>();
+  const stop = () => resolve();
+  Deno.addSignalListener("SIGINT", stop);
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+  await done;
+  log.info("shutting down");
+  await client.stop();
+  Deno.removeSignalListener("SIGINT", stop);
+  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGTERM", stop);
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -1,0 +1,331 @@
+/**
+ * The "ostp" outbound: a pool of one or more sessions (`mux`) to the server.
+ * Each session has its own runner and its own UDP socket, and is kept up
+ * without limit: reconnect with exponential back-off and jitter, state changes
+ * `idle → connecting → connected` reported once each. Flows go to the
+ * connected session carrying the fewest streams, so losing one session's path
+ * loses only that session's flows.
+ * @module
+ */
+
+import { lookup } from "node:dns/promises";
+import { deriveSecrets, type KeySecrets, Masker } from "../../shared/crypto/keys.ts";
+import { type Dialer, DialError, type Duplex, type Target } from "../../shared/duplex.ts";
+import { Connection } from "../../shared/session/connection.ts";
+import {
+  buildClientHello,
+  type HelloParams,
+  readServerHello,
+} from "../../shared/session/handshake.ts";
+import { CloseCode, Session, type SessionConfig } from "../../shared/session/session.ts";
+import { encodeOpenRequest, readOpenReply } from "../../shared/wire/open.ts";
+import { PacketCodec } from "../../shared/wire/packet.ts";
+import { writeAll } from "../../shared/pipe.ts";
+
+/** Lifecycle of one session runner. */
+export type RunnerState = "idle" | "connecting" | "connected" | "stopped";
+
+/** Settings of the pool. */
+export interface OstpPoolOptions {
+  server: { host: string; port: number };
+  key: Uint8Array;
+  mux: number;
+  session: Partial<SessionConfig>;
+  connectTimeoutMs: number;
+  reconnect: { initialDelayMs: number; maxDelayMs: number };
+  /** State change of runner `index`. */
+  onState?: (index: number, state: RunnerState, detail?: string) => void;
+}
+
+/** Thrown when the handshake got no valid answer in time. */
+export class HandshakeTimeoutError extends Error {
+  constructor() {
+    super("no answer from server");
+    this.name = "HandshakeTimeoutError";
+  }
+}
+
+/** Keeps one session to the server alive. */
+export class SessionRunner {
+  /** Current state. */
+  state: RunnerState = "idle";
+  /** The live connection, when connected. */
+  conn: Connection | null = null;
+  /** Successful handshakes so far. */
+  connects = 0;
+  /** Time of the last handshake round trip, ms. */
+  handshakeMs = 0;
+
+  private socket: Deno.DatagramConn | null = null;
+  private stopped = false;
+  private waiters: (() => void)[] = [];
+  private sleepTimer: ReturnType<typeof setTimeout> | undefined;
+  private wake: (() => void) | null = null;
+  private loop: Promise<void> | null = null;
+
+  constructor(
+    readonly index: number,
+    private readonly opts: OstpPoolOptions,
+    private readonly secrets: KeySecrets,
+    private readonly masker: Masker,
+  ) {}
+
+  /** Starts the keep-alive loop. */
+  start(): void {
+    this.loop ??= this.run();
+  }
+
+  private setState(s: RunnerState, detail?: string): void {
+    if (this.state === s) return;
+    this.state = s;
+    this.opts.onState?.(this.index, s, detail);
+    if (s === "connected") {
+      for (const w of this.waiters.splice(0)) w();
+    }
+  }
+
+  /** Resolves when connected, or after `ms` (whichever first). */
+  waitConnected(ms: number): Promise<void> {
+    if (this.state === "connected") return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      function done() {
+        clearTimeout(t);
+        resolve();
+      }
+      this.waiters.push(done);
+    });
+  }
+
+  private async run(): Promise<void> {
+    let attempt = 0;
+    while (!this.stopped) {
+      this.setState("connecting");
+      let lasted = false;
+      try {
+        const conn = await this.connectOnce();
+        this.conn = conn;
+        this.connects++;
+        this.setState("connected");
+        const started = performance.now();
+        const info = await conn.closed;
+        this.conn = null;
+        this.closeSocket();
+        lasted = performance.now() - started > 5000;
+        if (this.stopped) break;
+        this.setState("connecting", info.reason || `closed (code ${info.code})`);
+      } catch (e) {
+        this.closeSocket();
+        if (this.stopped) break;
+        this.opts.onState?.(this.index, "connecting", (e as Error).message);
+      }
+      attempt = lasted ? 0 : attempt + 1;
+      if (attempt === 0) continue;
+      const { initialDelayMs, maxDelayMs } = this.opts.reconnect;
+      const base = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(attempt - 1, 20));
+      await this.sleep(base * (0.5 + Math.random() * 0.5));
+    }
+    this.setState("stopped");
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((r) => {
+      this.wake = r;
+      this.sleepTimer = setTimeout(r, ms);
+    });
+  }
+
+  private closeSocket(): void {
+    try {
+      this.socket?.close();
+    } catch {
+      // already closed
+    }
+    this.socket = null;
+  }
+
+  private async connectOnce(): Promise<Connection> {
+    const { host, port } = this.opts.server;
+    let address: string;
+    let family: number;
+    try {
+      const r = await lookup(host);
+      address = r.address;
+      family = r.family;
+    } catch (e) {
+      throw new Error(`cannot resolve ${host}: ${(e as Error).message}`);
+    }
+    const sock = Deno.listenDatagram({
+      transport: "udp",
+      hostname: family === 6 ? "::" : "0.0.0.0",
+      port: 0,
+    });
+    this.socket = sock;
+    const to: Deno.NetAddr = { transport: "udp", hostname: address, port };
+    const cfg = this.opts.session;
+    const params: HelloParams = {
+      maxData: cfg.maxData ?? 32 * 1024 * 1024,
+      maxStreamData: cfg.maxStreamData ?? 8 * 1024 * 1024,
+      maxStreams: cfg.maxStreams ?? 8192,
+      maxDatagramSize: cfg.maxDatagramSize ?? 1350,
+    };
+    const started = performance.now();
+    const hello = buildClientHello(this.secrets, this.masker, params, Date.now());
+    const send = (d: Uint8Array) => {
+      sock.send(d.slice(), to).catch(() => {});
+    };
+    let conn: Connection | null = null;
+    let resolveConn!: (c: Connection) => void;
+    const connected = new Promise<Connection>((r) => (resolveConn = r));
+    // One receive loop for the socket's life: handshake first, then the session.
+    (async () => {
+      const buf = new Uint8Array(65536);
+      for (;;) {
+        let data: Uint8Array;
+        let from: Deno.Addr;
+        try {
+          [data, from] = await sock.receive(buf);
+        } catch {
+          conn?.close(CloseCode.INTERNAL, "socket closed");
+          return;
+        }
+        const f = from as Deno.NetAddr;
+        if (f.port !== port) continue;
+        if (conn) {
+          conn.receive(data);
+          continue;
+        }
+        const ok = readServerHello(hello, this.masker, data);
+        if (!ok) continue;
+        const mtu = Math.min(params.maxDatagramSize, ok.params.maxDatagramSize);
+        const session = new Session({
+          protector: new PacketCodec({
+            sessionId: hello.sessionId,
+            sendKey: ok.keys.initiatorToResponder,
+            recvKey: ok.keys.responderToInitiator,
+            masker: this.masker,
+          }),
+          isClient: true,
+          peer: ok.params,
+          now: performance.now(),
+          config: { ...cfg, maxDatagramSize: mtu },
+        });
+        conn = new Connection(session, send);
+        // First packet confirms the session to the server.
+        session.sendDatagram(new Uint8Array(0));
+        conn.flush();
+        resolveConn(conn);
+      }
+    })();
+    // Send the hello, repeating it with back-off until answered or timed out.
+    const deadline = started + this.opts.connectTimeoutMs;
+    let wait = 500;
+    while (!conn && !this.stopped) {
+      send(hello.datagram);
+      const left = deadline - performance.now();
+      if (left <= 0) break;
+      const t = Math.min(wait, left);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([connected, new Promise((r) => (timer = setTimeout(r, t)))]);
+      clearTimeout(timer);
+      wait *= 2;
+    }
+    if (!conn) {
+      this.closeSocket();
+      throw this.stopped ? new Error("stopped") : new HandshakeTimeoutError();
+    }
+    this.handshakeMs = performance.now() - started;
+    return conn;
+  }
+
+  /** Stops the runner and closes its session with a reason. */
+  async stop(reason = "client shutting down"): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.sleepTimer);
+    this.wake?.();
+    if (this.conn) {
+      this.conn.close(CloseCode.SHUTDOWN, reason);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    this.closeSocket();
+    for (const w of this.waiters.splice(0)) w();
+    await this.loop;
+  }
+}
+
+/** A pool of session runners that dials targets through the tunnel. */
+export class OstpPool {
+  /** One runner per parallel session. */
+  readonly runners: SessionRunner[];
+  private next = 0;
+
+  constructor(private readonly opts: OstpPoolOptions) {
+    const secrets = deriveSecrets(opts.key);
+    const masker = new Masker(secrets.obfsKey);
+    this.runners = Array.from(
+      { length: Math.max(1, opts.mux) },
+      (_, i) => new SessionRunner(i, opts, secrets, masker),
+    );
+  }
+
+  /** Starts every runner. */
+  start(): void {
+    for (const r of this.runners) r.start();
+  }
+
+  /** Stops every runner. */
+  async stop(): Promise<void> {
+    await Promise.all(this.runners.map((r) => r.stop()));
+  }
+
+  /** Picks the connected session with the fewest streams (round robin among ties). */
+  private pick(): Connection | null {
+    let best: Connection | null = null;
+    let bestCount = Infinity;
+    const n = this.runners.length;
+    for (let i = 0; i < n; i++) {
+      const r = this.runners[(this.next + i) % n];
+      const c = r.conn;
+      if (!c || !c.isOpen || r.state !== "connected") continue;
+      const count = c.session.streamCount;
+      if (count < bestCount) {
+        best = c;
+        bestCount = count;
+      }
+    }
+    this.next = (this.next + 1) % n;
+    return best;
+  }
+
+  /** Opens a stream to `target` through the tunnel. */
+  readonly dial: Dialer = async (target: Target): Promise<Duplex> => {
+    const request = encodeOpenRequest(target);
+    let conn = this.pick();
+    if (!conn) {
+      await Promise.race(this.runners.map((r) => r.waitConnected(this.opts.connectTimeoutMs)));
+      conn = this.pick();
+      if (!conn) throw new DialError("unavailable", "tunnel is not connected");
+    }
+    const stream = conn.openStream();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await writeAll(stream, request);
+      await Promise.race([
+        readOpenReply((p) => stream.read(p)),
+        new Promise((_, reject) => {
+          timer = setTimeout(
+            () => reject(new DialError("timeout", "no answer from the server for this stream")),
+            this.opts.connectTimeoutMs,
+          );
+        }),
+      ]);
+      return stream;
+    } catch (e) {
+      stream.reset();
+      if (e instanceof DialError) throw e;
+      throw new DialError("unavailable", (e as Error).message);
+    } finally {
+      clearTimeout(timer);
+    }
+  };
+}

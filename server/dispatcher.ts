@@ -1,0 +1,328 @@
+/**
+ * The server's datagram dispatcher: finds the session of every datagram by its
+ * masked id in O(1), accepts handshakes within the trial rate limit with
+ * timestamp and replay checks, moves sessions on authenticated new-highest
+ * packets only (roaming), and drops everything else silently, counting why.
+ * @module
+ */
+
+import { deriveSecrets, type KeySecrets, Masker } from "../shared/crypto/keys.ts";
+import { Connection } from "../shared/session/connection.ts";
+import {
+  buildServerHello,
+  type HelloParams,
+  readClientHello,
+} from "../shared/session/handshake.ts";
+import { Receive, Session, type SessionConfig } from "../shared/session/session.ts";
+import { ReplayCache } from "../shared/wire/handshake.ts";
+import { MIN_PACKET_LENGTH, PacketCodec, unmaskSessionId } from "../shared/wire/packet.ts";
+
+/** Where a datagram came from and how to answer it. */
+export interface Peer {
+  /** Address of the sender. */
+  addr: Deno.NetAddr;
+  /** Sends a datagram back out of the socket it arrived on. */
+  send(data: Uint8Array, to: Deno.NetAddr): void;
+}
+
+/** Why datagrams were dropped without a reply. */
+export interface DropCounters {
+  /** Not a packet of any session and not an authentic handshake under any key. */
+  unauthenticated: number;
+  /** Authentic handshake already seen (replay) from another address or after use. */
+  replayedHandshake: number;
+  /** Authentic handshake outside the ±window timestamp check. */
+  staleTimestamp: number;
+  /** Handshake trial refused by the token bucket. */
+  rateLimited: number;
+  /** New session refused because the table is full. */
+  sessionCap: number;
+  /** Session id already taken by another handshake. */
+  idCollision: number;
+}
+
+/** Settings of the dispatcher. */
+export interface DispatcherOptions {
+  keys: Uint8Array[];
+  maxSessions: number;
+  handshakeRate: number;
+  handshakeBurst: number;
+  replayWindowMs: number;
+  replayCacheSize: number;
+  session: Partial<SessionConfig>;
+  /** Wall clock for handshake timestamps (injectable for tests). */
+  wallClock?: () => number;
+}
+
+/** One live session on the server. */
+export interface ServerSession {
+  readonly id: number;
+  readonly keyIndex: number;
+  readonly conn: Connection;
+  addr: Deno.NetAddr;
+  addrKey: string;
+  peer: Peer;
+  readonly createdAt: number;
+  readonly helloEphemeral: Uint8Array;
+  readonly helloReply: Uint8Array;
+  established: boolean;
+  /** Times the session moved to a new address. */
+  migrations: number;
+  /** Address that sent the latest new-highest packets from elsewhere, and how many in a row. */
+  candidateKey: string;
+  candidateCount: number;
+}
+
+/** New-highest authenticated packets in a row from a new address before a session moves there. */
+export const ROAM_CONFIRMATIONS = 2;
+
+interface KeyEntry {
+  secrets: KeySecrets;
+  masker: Masker;
+}
+
+/** Key of an address in maps. */
+export function addrKey(a: Deno.NetAddr): string {
+  return `${a.hostname}|${a.port}`;
+}
+
+/** Session table plus handshake acceptance. */
+export class Dispatcher {
+  /** Drop counters, by reason. */
+  readonly drops: DropCounters = {
+    unauthenticated: 0,
+    replayedHandshake: 0,
+    staleTimestamp: 0,
+    rateLimited: 0,
+    sessionCap: 0,
+    idCollision: 0,
+  };
+  /** Handshakes accepted. */
+  handshakes = 0;
+  /** Called with each new session (attach stream handlers here). */
+  onSession: (s: ServerSession) => void = () => {};
+  /** Called when a session ended. */
+  onSessionClosed: (s: ServerSession, reason: string) => void = () => {};
+
+  private readonly keys: KeyEntry[];
+  private readonly sessions = new Map<number, ServerSession>();
+  private readonly byAddr = new Map<string, ServerSession>();
+  private readonly replay: ReplayCache;
+  private tokens: number;
+  private tokenTime = performance.now();
+  private readonly wallClock: () => number;
+  private readonly params: HelloParams;
+
+  constructor(private readonly opts: DispatcherOptions) {
+    this.keys = opts.keys.map((k) => {
+      const secrets = deriveSecrets(k);
+      return { secrets, masker: new Masker(secrets.obfsKey) };
+    });
+    this.replay = new ReplayCache({
+      capacity: opts.replayCacheSize,
+      windowMs: 2 * opts.replayWindowMs,
+    });
+    this.tokens = opts.handshakeBurst;
+    this.wallClock = opts.wallClock ?? Date.now;
+    const cfg = { ...opts.session };
+    this.params = {
+      maxData: cfg.maxData ?? 32 * 1024 * 1024,
+      maxStreamData: cfg.maxStreamData ?? 8 * 1024 * 1024,
+      maxStreams: cfg.maxStreams ?? 8192,
+      maxDatagramSize: cfg.maxDatagramSize ?? 1350,
+    };
+  }
+
+  /** Live sessions. */
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  /** Iterates live sessions. */
+  allSessions(): IterableIterator<ServerSession> {
+    return this.sessions.values();
+  }
+
+  /** Entries in the handshake replay cache. */
+  get replayCacheSize(): number {
+    return this.replay.size;
+  }
+
+  /** Handles one datagram. Never throws for any input. */
+  handle(data: Uint8Array, peer: Peer): void {
+    const key = addrKey(peer.addr);
+    // Fast path: the session last seen at this address.
+    const known = this.byAddr.get(key);
+    if (known) {
+      const r = known.conn.receive(data);
+      if (r !== Receive.DROPPED) {
+        known.established = true;
+        if (r === Receive.ACCEPTED_HIGHEST && known.addrKey === key) known.candidateCount = 0;
+        return;
+      }
+    }
+    if (data.length >= MIN_PACKET_LENGTH) {
+      for (let k = 0; k < this.keys.length; k++) {
+        const sid = unmaskSessionId(this.keys[k].masker, data);
+        const s = this.sessions.get(sid);
+        if (!s || s.keyIndex !== k || s === known) continue;
+        const r = s.conn.receive(data);
+        if (r === Receive.DROPPED) continue;
+        s.established = true;
+        if (r === Receive.ACCEPTED_HIGHEST) this.considerMove(s, peer, key);
+        return;
+      }
+    }
+    this.tryHandshake(data, peer, key);
+  }
+
+  /**
+   * Roaming (PROTOCOL.md A4, made stricter): a session moves only after
+   * {@link ROAM_CONFIRMATIONS} authenticated new-highest packets in a row from
+   * the same new address. A single captured packet that the server never got,
+   * replayed from elsewhere, therefore moves nothing; a client that really
+   * moved confirms within one more packet (its next ack or probe).
+   */
+  private considerMove(s: ServerSession, peer: Peer, key: string): void {
+    if (key === s.addrKey) {
+      s.candidateCount = 0;
+      return;
+    }
+    if (s.candidateKey === key) s.candidateCount++;
+    else {
+      s.candidateKey = key;
+      s.candidateCount = 1;
+    }
+    if (s.candidateCount >= ROAM_CONFIRMATIONS) {
+      s.candidateCount = 0;
+      this.move(s, peer, key);
+    }
+  }
+
+  private move(s: ServerSession, peer: Peer, key: string): void {
+    if (this.byAddr.get(s.addrKey) === s) this.byAddr.delete(s.addrKey);
+    s.addr = peer.addr;
+    s.addrKey = key;
+    s.peer = peer;
+    s.migrations++;
+    this.byAddr.set(key, s);
+  }
+
+  private takeToken(): boolean {
+    const now = performance.now();
+    const rate = this.opts.handshakeRate;
+    this.tokens = Math.min(
+      this.opts.handshakeBurst,
+      this.tokens + ((now - this.tokenTime) / 1000) * rate,
+    );
+    this.tokenTime = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  private tryHandshake(data: Uint8Array, peer: Peer, key: string): void {
+    if (!this.takeToken()) {
+      this.drops.rateLimited++;
+      return;
+    }
+    for (let k = 0; k < this.keys.length; k++) {
+      const { secrets, masker } = this.keys[k];
+      const hello = readClientHello(secrets, masker, data);
+      if (!hello) continue;
+      const wall = this.wallClock();
+      if (Math.abs(hello.timestamp - wall) > this.opts.replayWindowMs) {
+        this.drops.staleTimestamp++;
+        return;
+      }
+      const now = performance.now();
+      if (this.replay.has(hello.ephemeral, now)) {
+        // A client whose answer was lost repeats message 1: same answer, same address only.
+        const s = this.sessions.get(hello.sessionId);
+        if (s && !s.established && s.addrKey === key && equal(s.helloEphemeral, hello.ephemeral)) {
+          peer.send(s.helloReply, peer.addr);
+        } else {
+          this.drops.replayedHandshake++;
+        }
+        return;
+      }
+      if (this.sessions.has(hello.sessionId)) {
+        this.drops.idCollision++;
+        return;
+      }
+      if (this.sessions.size >= this.opts.maxSessions) {
+        this.drops.sessionCap++;
+        return;
+      }
+      this.replay.add(hello.ephemeral, now);
+      this.accept(k, hello, peer, key);
+      return;
+    }
+    this.drops.unauthenticated++;
+  }
+
+  private accept(
+    k: number,
+    hello: NonNullable<ReturnType<typeof readClientHello>>,
+    peer: Peer,
+    key: string,
+  ): void {
+    const { secrets, masker } = this.keys[k];
+    const mtu = Math.min(this.params.maxDatagramSize, hello.params.maxDatagramSize);
+    const { datagram, keys } = buildServerHello(secrets, masker, hello, {
+      ...this.params,
+      maxDatagramSize: mtu,
+    });
+    const codec = new PacketCodec({
+      sessionId: hello.sessionId,
+      sendKey: keys.responderToInitiator,
+      recvKey: keys.initiatorToResponder,
+      masker,
+    });
+    const session = new Session({
+      protector: codec,
+      isClient: false,
+      peer: hello.params,
+      now: performance.now(),
+      config: { ...this.opts.session, maxDatagramSize: mtu },
+    });
+    // The sender reads the session's current address at send time (roaming).
+    const conn = new Connection(session, (d) => s.peer.send(d, s.addr));
+    const s: ServerSession = {
+      id: hello.sessionId,
+      keyIndex: k,
+      conn,
+      addr: peer.addr,
+      addrKey: key,
+      peer,
+      createdAt: Date.now(),
+      helloEphemeral: hello.ephemeral.slice(),
+      helloReply: datagram,
+      established: false,
+      migrations: 0,
+      candidateKey: "",
+      candidateCount: 0,
+    };
+    this.sessions.set(s.id, s);
+    this.byAddr.set(key, s);
+    this.handshakes++;
+    conn.closed.then((info) => {
+      this.sessions.delete(s.id);
+      if (this.byAddr.get(s.addrKey) === s) this.byAddr.delete(s.addrKey);
+      this.onSessionClosed(s, info.reason);
+    });
+    this.onSession(s);
+    peer.send(datagram, peer.addr);
+  }
+
+  /** Closes every session with a reason. */
+  closeAll(code: number, reason: string): void {
+    for (const s of [...this.sessions.values()]) s.conn.close(code, reason);
+  }
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}

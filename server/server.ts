@@ -1,0 +1,197 @@
+/**
+ * The OSTP server as an object: UDP listeners (IPv4 and IPv6, several at
+ * once), the dispatcher, the TCP relay, counters and events. `server/main.ts`
+ * runs it from the command line; `mod.ts` exports it for embedding.
+ * @module
+ */
+
+import type { ServerConfig } from "../shared/config/types.ts";
+import { formatHostPort } from "../shared/config/types.ts";
+import type { Dialer } from "../shared/duplex.ts";
+import { Emitter, type TrafficStats } from "../shared/events.ts";
+import { getLog } from "../shared/log.ts";
+import { isExpectedDisconnect } from "../shared/pipe.ts";
+import { CloseCode } from "../shared/session/session.ts";
+import { createDirectDialer } from "../shared/net/direct.ts";
+import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./dispatcher.ts";
+import { type RelayStats, serveStream } from "./relay.ts";
+
+/** Events a server emits. */
+export interface ServerEvents {
+  [k: string]: unknown;
+  /** Lifecycle: "starting" → "running" → "stopped". */
+  state: { state: "starting" | "running" | "stopped" };
+  /** A session was accepted or ended. */
+  session: { type: "opened" | "closed"; id: number; address: string; reason?: string };
+  /** Counters, every `statsIntervalMs`. */
+  stats: TrafficStats & { drops: DropCounters; handshakes: number };
+}
+
+/** Options beyond the config file. */
+export interface ServerOptions {
+  /** Interval of `stats` events, ms (default 5000). */
+  statsIntervalMs?: number;
+  /** Outbound dialer (default: direct TCP with the configured connect timeout). */
+  dialer?: Dialer;
+}
+
+const log = getLog("server");
+
+/** A running (or stopped) OSTP server. */
+export class OstpServer {
+  /** Subscribe to `state`, `session` and `stats`. */
+  readonly events: Emitter<ServerEvents> = new Emitter();
+  /** The dispatcher (session table and drop counters). */
+  readonly dispatcher: Dispatcher;
+  /** Relay counters. */
+  readonly relayStats: RelayStats = { opened: 0, failed: 0, bytesUp: 0, bytesDown: 0 };
+
+  private readonly sockets: Deno.DatagramConn[] = [];
+  private readonly dialer: Dialer;
+  private statsTimer: ReturnType<typeof setInterval> | undefined;
+  private readonly startedAt = performance.now();
+  private loops: Promise<void>[] = [];
+  private stopping = false;
+
+  constructor(readonly config: ServerConfig, private readonly options: ServerOptions = {}) {
+    this.dialer = options.dialer ??
+      createDirectDialer({ connectTimeoutMs: config.connectTimeout * 1000 });
+    this.dispatcher = new Dispatcher({
+      keys: config.keys,
+      maxSessions: config.maxSessions,
+      handshakeRate: config.handshakeRate,
+      handshakeBurst: config.handshakeBurst,
+      replayWindowMs: config.replayWindow * 1000,
+      replayCacheSize: config.replayCacheSize,
+      session: {
+        idleTimeout: config.idleTimeout * 1000,
+        keepalive: Math.min(25_000, (config.idleTimeout * 1000) / 3),
+        maxStreams: config.maxStreamsPerSession,
+        maxDatagramSize: config.mtu,
+      },
+    });
+    this.dispatcher.onSession = (s) => this.onSession(s);
+    this.dispatcher.onSessionClosed = (s, reason) => {
+      log.debug("session {id} closed: {reason}", { id: hex(s.id), reason });
+      this.events.emit("session", { type: "closed", id: s.id, address: fmt(s.addr), reason });
+    };
+  }
+
+  /** Addresses actually bound (ports resolved when 0 was asked for). */
+  get addresses(): Deno.NetAddr[] {
+    return this.sockets.map((s) => s.addr as Deno.NetAddr);
+  }
+
+  /** Binds every listener and starts serving. */
+  start(): void {
+    this.events.emit("state", { state: "starting" });
+    for (const hp of this.config.listen) {
+      const sock = Deno.listenDatagram({ transport: "udp", hostname: hp.host, port: hp.port });
+      this.sockets.push(sock);
+      this.loops.push(this.receiveLoop(sock));
+      log.info("listening on udp {address}", {
+        address: formatHostPort({ host: hp.host, port: (sock.addr as Deno.NetAddr).port }),
+      });
+    }
+    const interval = this.options.statsIntervalMs ?? 5000;
+    this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
+    this.events.emit("state", { state: "running" });
+  }
+
+  private async receiveLoop(sock: Deno.DatagramConn): Promise<void> {
+    const buf = new Uint8Array(65536);
+    const send = (data: Uint8Array, to: Deno.NetAddr) => {
+      sock.send(data.slice(), to).catch(() => {});
+    };
+    for (;;) {
+      let data: Uint8Array;
+      let addr: Deno.Addr;
+      try {
+        [data, addr] = await sock.receive(buf);
+      } catch (e) {
+        if (this.stopping) return;
+        if (e instanceof Deno.errors.BadResource) return;
+        log.debug("udp receive error: {error}", { error: String(e) });
+        continue;
+      }
+      try {
+        this.dispatcher.handle(data, { addr: addr as Deno.NetAddr, send } satisfies Peer);
+      } catch (e) {
+        log.error("dispatcher failure: {error}", { error: String(e) });
+      }
+    }
+  }
+
+  private onSession(s: ServerSession): void {
+    log.debug("session {id} from {address}", { id: hex(s.id), address: fmt(s.addr) });
+    this.events.emit("session", { type: "opened", id: s.id, address: fmt(s.addr) });
+    s.conn.onStream = (stream) => {
+      serveStream(stream, this.dialer, this.relayStats, (e) => {
+        if (!isExpectedDisconnect(e)) log.debug("stream error: {error}", { error: String(e) });
+      });
+    };
+  }
+
+  /** Current counters. */
+  stats(): TrafficStats & { drops: DropCounters; handshakes: number } {
+    const t: TrafficStats & { drops: DropCounters; handshakes: number } = {
+      uptimeMs: performance.now() - this.startedAt,
+      sessions: this.dispatcher.sessionCount,
+      streams: 0,
+      bytesSent: 0,
+      bytesReceived: 0,
+      packetsSent: 0,
+      packetsReceived: 0,
+      packetsLost: 0,
+      retransmittedBytes: 0,
+      rttMs: 0,
+      cwnd: 0,
+      drops: { ...this.dispatcher.drops },
+      handshakes: this.dispatcher.handshakes,
+    };
+    let busiest = -1;
+    for (const s of this.dispatcher.allSessions()) {
+      const st = s.conn.session.stats;
+      t.streams += s.conn.session.streamCount;
+      t.bytesSent += st.bytesSent;
+      t.bytesReceived += st.bytesReceived;
+      t.packetsSent += st.packetsSent;
+      t.packetsReceived += st.packetsReceived;
+      t.packetsLost += st.packetsLost;
+      t.retransmittedBytes += st.retransmittedBytes;
+      if (st.bytesSent > busiest) {
+        busiest = st.bytesSent;
+        t.rttMs = s.conn.session.rtt.smoothed;
+        t.cwnd = s.conn.session.cc.cwnd;
+      }
+    }
+    return t;
+  }
+
+  /** Closes every session with a reason, then the sockets. */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    clearInterval(this.statsTimer);
+    this.dispatcher.closeAll(CloseCode.SHUTDOWN, "server shutting down");
+    // Let the CLOSE datagrams leave before the sockets go.
+    await new Promise((r) => setTimeout(r, 20));
+    for (const s of this.sockets) {
+      try {
+        s.close();
+      } catch {
+        // already closed
+      }
+    }
+    await Promise.allSettled(this.loops);
+    this.events.emit("state", { state: "stopped" });
+  }
+}
+
+function hex(id: number): string {
+  return id.toString(16).padStart(8, "0");
+}
+
+function fmt(a: Deno.NetAddr): string {
+  return formatHostPort({ host: a.hostname, port: a.port });
+}

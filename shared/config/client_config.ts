@@ -1,0 +1,179 @@
+/**
+ * The client's configuration: defaults, validation, loading and the
+ * commented template `ostp-client init` writes.
+ * @module
+ */
+
+import { formatAccessKey, generateAccessKey } from "../crypto/keys.ts";
+import {
+  type ClientConfig,
+  ConfigError,
+  type ConfigIssue,
+  DEFAULT_LOG,
+  formatHostPort,
+  type HostPort,
+  isUnspecifiedHost,
+  ObjectReader,
+  type ProxyAuth,
+  readJsoncFile,
+  readKeyValue,
+  readLogConfig,
+} from "./types.ts";
+
+export type { ClientConfig } from "./types.ts";
+
+/** Default values of every client field that has one (everything but `server` and `key`). */
+export const CLIENT_DEFAULTS: Readonly<Omit<ClientConfig, "server" | "key" | "auth">> = Object
+  .freeze({
+    listen: { host: "127.0.0.1", port: 1088 },
+    mux: 1,
+    mtu: 1350,
+    keepalive: 10,
+    idleTimeout: 30,
+    connectTimeout: 10,
+    reconnect: { initialDelay: 0.5, maxDelay: 30 },
+    log: DEFAULT_LOG,
+  });
+
+/** The fields a client config file may contain. */
+export const CLIENT_FIELDS = [
+  "server",
+  "key",
+  "listen",
+  "auth",
+  "mux",
+  "mtu",
+  "keepalive",
+  "idleTimeout",
+  "connectTimeout",
+  "reconnect",
+  "log",
+] as const;
+
+/** Smallest and largest MTU either side accepts. */
+export const MTU_RANGE = { min: 576, max: 65000 } as const;
+/** Smallest and largest number of parallel client sessions. */
+export const MUX_RANGE = { min: 1, max: 16 } as const;
+
+const encoder = new TextEncoder();
+
+/** Reads one of the auth strings (1..255 bytes); never echoes it. */
+function readCredential(r: ObjectReader, field: "username" | "password"): string | undefined {
+  if (!r.require(field)) return undefined;
+  const v = r.string(field);
+  if (v === undefined) return undefined;
+  const n = encoder.encode(v).length;
+  if (n < 1 || n > 255) {
+    r.add(r.at(field), `must be 1 to 255 bytes of UTF-8 (got ${n})`);
+    return undefined;
+  }
+  return v;
+}
+
+function readAuth(r: ObjectReader): ProxyAuth | undefined {
+  if (!r.has("auth")) return undefined;
+  const a = r.object("auth", ["username", "password"]);
+  const username = readCredential(a, "username");
+  const password = readCredential(a, "password");
+  return username !== undefined && password !== undefined ? { username, password } : undefined;
+}
+
+/**
+ * Validates a raw client configuration (parsed JSON) and fills in defaults.
+ * @param source where the config came from, for the error message.
+ * @throws {ConfigError} listing every problem; no message contains the key or password.
+ */
+export function parseClientConfig(raw: unknown, source?: string): ClientConfig {
+  const issues: ConfigIssue[] = [];
+  const r = new ObjectReader(raw, "", issues, CLIENT_FIELDS);
+  const d = CLIENT_DEFAULTS;
+  let server: HostPort | undefined;
+  if (r.require("server")) {
+    server = r.hostPort("server", undefined, false);
+    if (server && isUnspecifiedHost(server.host)) {
+      r.add("server", "must be an address to connect to, not a wildcard address");
+    }
+  }
+  const key = r.require("key") ? readKeyValue(r.get("key"), "key", issues) : undefined;
+  const listen = r.hostPort("listen", { ...d.listen }, true)!;
+  const auth = readAuth(r);
+  const before = issues.length;
+  const keepalive = r.seconds("keepalive", d.keepalive, 0.5, 3600);
+  const idleTimeout = r.seconds("idleTimeout", d.idleTimeout, 1, 3600);
+  if (issues.length === before && idleTimeout <= keepalive) {
+    if (r.has("idleTimeout")) r.add("idleTimeout", "must be greater than keepalive");
+    else r.add("keepalive", "must be less than idleTimeout");
+  }
+  const rr = r.object("reconnect", ["initialDelay", "maxDelay"]);
+  const beforeReconnect = issues.length;
+  const reconnect = {
+    initialDelay: rr.seconds("initialDelay", d.reconnect.initialDelay, 0.01, 3600),
+    maxDelay: rr.seconds("maxDelay", d.reconnect.maxDelay, 0.01, 86400),
+  };
+  if (issues.length === beforeReconnect && reconnect.maxDelay < reconnect.initialDelay) {
+    rr.add(rr.at("maxDelay"), "must not be less than initialDelay");
+  }
+  const cfg = {
+    server,
+    key,
+    listen,
+    mux: r.integer("mux", d.mux, MUX_RANGE.min, MUX_RANGE.max),
+    mtu: r.integer("mtu", d.mtu, MTU_RANGE.min, MTU_RANGE.max),
+    keepalive,
+    idleTimeout,
+    connectTimeout: r.seconds("connectTimeout", d.connectTimeout, 0.1, 300),
+    reconnect,
+    log: readLogConfig(r),
+  };
+  if (issues.length > 0 || !server || !key) throw new ConfigError(issues, source);
+  const out: ClientConfig = { ...cfg, server, key };
+  if (auth) out.auth = auth;
+  return out;
+}
+
+/**
+ * Reads, parses (JSONC) and validates a client config file.
+ * @throws {ConfigError} naming the file and every problem.
+ */
+export async function loadClientConfig(path: string): Promise<ClientConfig> {
+  return parseClientConfig(await readJsoncFile(path), path);
+}
+
+/**
+ * A complete, commented client config file (JSONC) with every field at its
+ * default. Without `server` and `key`, placeholders are used (a fresh random
+ * key, which must be replaced by the server's) so the result parses as is.
+ */
+export function clientConfigTemplate(
+  options: { server?: HostPort; key?: Uint8Array } = {},
+): string {
+  const d = CLIENT_DEFAULTS;
+  const server = formatHostPort(options.server ?? { host: "vpn.example.com", port: 8443 });
+  const key = formatAccessKey(options.key ?? generateAccessKey(), "hex");
+  return `// ostp-client configuration (JSON with comments). Durations are in seconds.
+{
+  // The server, "host:port" or "[ipv6]:port".
+  "server": "${server}",
+  // The access key the server gave you (64 hex or 43 base64url characters). Keep it secret.
+  "key": "${key}",
+  // Local SOCKS5 + HTTP proxy address.
+  "listen": "${formatHostPort(d.listen)}",
+  // Credentials the local proxy asks for (1..255 bytes each); omit for none.
+  // "auth": { "username": "me", "password": "change me" },
+  // Parallel sessions to the server (1..16).
+  "mux": ${d.mux},
+  // Largest datagram sent, in bytes (576..65000).
+  "mtu": ${d.mtu},
+  // Seconds between keepalives while idle.
+  "keepalive": ${d.keepalive},
+  // Seconds without anything from the server before it is declared dead.
+  "idleTimeout": ${d.idleTimeout},
+  // Seconds allowed for a handshake or for opening a stream.
+  "connectTimeout": ${d.connectTimeout},
+  // Reconnect backoff: first delay and ceiling, in seconds.
+  "reconnect": { "initialDelay": ${d.reconnect.initialDelay}, "maxDelay": ${d.reconnect.maxDelay} },
+  // Logging: level trace|debug|info|warning|error, format text|json (to stderr).
+  "log": { "level": "${d.log.level}", "format": "${d.log.format}" },
+}
+`;
+}

@@ -1,0 +1,84 @@
+/**
+ * `deno task bench`: end-to-end figures on loopback, ostp against a direct
+ * transfer measured in the same run.
+ *
+ * - 256 MiB through the client's SOCKS5 proxy (curl) vs the same download direct
+ * - CPU seconds of each daemon during the tunnelled transfer
+ * - handshake time (client hello → session ready)
+ *
+ * Prints a table and writes `bench/results/latest.json` (ignored by git).
+ */
+import { curl, startClient, startOrigin, startServer } from "../support/daemons.ts";
+
+const MiB = 1024 * 1024;
+const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
+const RUNS = Number(Deno.env.get("OSTP_BENCH_RUNS") ?? 3);
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)];
+}
+
+async function download(proxy: string[], url: string): Promise<number> {
+  const r = await curl([
+    ...proxy,
+    "-o",
+    "/dev/null",
+    "-w",
+    "%{speed_download} %{size_download}",
+    url,
+  ]);
+  if (r.code !== 0) throw new Error(`curl failed: ${r.stderr}`);
+  const [speed, size] = new TextDecoder().decode(r.stdout).split(" ").map(Number);
+  if (size !== SIZE) throw new Error(`short transfer: ${size}`);
+  return (speed * 8) / 1e6;
+}
+
+const origin = startOrigin();
+const url = `http://127.0.0.1:${origin.port}/bytes/${SIZE}?seed=3`;
+const server = await startServer(["--log-level", "warning"]);
+const client = await startClient(server.link);
+const handshake = Number((await client.daemon.waitFor(/connected to \S+ in ([\d.]+) ms/))[1]);
+try {
+  await download([], url); // warm the origin's cache
+  const direct: number[] = [];
+  const tunnel: number[] = [];
+  const cpuServer: number[] = [];
+  const cpuClient: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    direct.push(await download([], url));
+    const s0 = server.daemon.cpuSeconds();
+    const c0 = client.daemon.cpuSeconds();
+    tunnel.push(await download(["--socks5-hostname", `127.0.0.1:${client.proxyPort}`], url));
+    cpuServer.push(server.daemon.cpuSeconds() - s0);
+    cpuClient.push(client.daemon.cpuSeconds() - c0);
+  }
+  const result = {
+    machine:
+      `${Deno.build.os}/${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, deno ${Deno.version.deno}`,
+    sizeMiB: SIZE / MiB,
+    runs: RUNS,
+    directMbps: median(direct),
+    tunnelMbps: median(tunnel),
+    ratio: median(tunnel) / median(direct),
+    serverCpuSeconds: median(cpuServer),
+    clientCpuSeconds: median(cpuClient),
+    handshakeMs: handshake,
+  };
+  console.log(
+    `\nostp bench (${result.machine}), ${result.sizeMiB} MiB over loopback, median of ${RUNS}`,
+  );
+  console.log(`  direct TCP             ${result.directMbps.toFixed(0).padStart(7)} Mbit/s`);
+  console.log(`  ostp (SOCKS5, curl)    ${result.tunnelMbps.toFixed(0).padStart(7)} Mbit/s`);
+  console.log(`  ratio ostp/direct      ${(result.ratio * 100).toFixed(1).padStart(7)} %`);
+  console.log(`  server CPU             ${result.serverCpuSeconds.toFixed(2).padStart(7)} s`);
+  console.log(`  client CPU             ${result.clientCpuSeconds.toFixed(2).padStart(7)} s`);
+  console.log(`  handshake              ${result.handshakeMs.toFixed(1).padStart(7)} ms`);
+  const dir = new URL("../../bench/results/", import.meta.url);
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(new URL("latest.json", dir), JSON.stringify(result, null, 2) + "\n");
+} finally {
+  await client.daemon.stop();
+  await server.daemon.stop();
+  await origin.close();
+}

@@ -1,0 +1,232 @@
+/**
+ * Test support: real `ostp-server` and `ostp-client` processes, a local HTTP
+ * origin with deterministic payloads, and curl.
+ * @module
+ */
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+const PERMS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"];
+
+/** Picks a free port on 127.0.0.1 for `transport`. */
+export function freePort(transport: "tcp" | "udp" = "tcp"): number {
+  if (transport === "udp") {
+    const s = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    const p = (s.addr as Deno.NetAddr).port;
+    s.close();
+    return p;
+  }
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const p = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return p;
+}
+
+/** A daemon child process with its collected output. */
+export class Daemon {
+  readonly output: string[] = [];
+  private readonly lineWaiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
+  readonly status: Promise<Deno.CommandStatus>;
+  private readonly pumps: Promise<void>[];
+
+  constructor(readonly name: string, private readonly proc: Deno.ChildProcess) {
+    this.pumps = [this.pump(proc.stdout), this.pump(proc.stderr)];
+    this.status = proc.status;
+  }
+
+  private async pump(stream: ReadableStream<Uint8Array>): Promise<void> {
+    let rest = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      rest += chunk;
+      let i;
+      while ((i = rest.indexOf("\n")) >= 0) {
+        const line = rest.slice(0, i);
+        rest = rest.slice(i + 1);
+        this.output.push(line);
+        if (Deno.env.get("OSTP_TEST_VERBOSE")) console.error(`[${this.name}] ${line}`);
+        for (let k = this.lineWaiters.length - 1; k >= 0; k--) {
+          const m = line.match(this.lineWaiters[k].re);
+          if (m) this.lineWaiters.splice(k, 1)[0].resolve(m);
+        }
+      }
+    }
+  }
+
+  /** Waits for an output line matching `re` (also one already printed). */
+  waitFor(re: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
+    for (const line of this.output) {
+      const m = line.match(re);
+      if (m) return Promise.resolve(m);
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        reject(
+          new Error(
+            `${this.name}: no line matching ${re} in ${timeoutMs} ms:\n${this.output.join("\n")}`,
+          ),
+        );
+      }, timeoutMs);
+      this.lineWaiters.push({
+        re,
+        resolve: (m) => {
+          clearTimeout(timer);
+          resolve(m);
+        },
+      });
+    });
+  }
+
+  /** Process id. */
+  get pid(): number {
+    return this.proc.pid;
+  }
+
+  /** CPU seconds (user + system) the process used so far (Linux /proc). */
+  cpuSeconds(): number {
+    const stat = Deno.readTextFileSync(`/proc/${this.proc.pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ=100)
+  }
+
+  /** True while the process runs. */
+  async alive(): Promise<boolean> {
+    const r = await Promise.race([
+      this.status.then(() => false),
+      new Promise((r) => setTimeout(() => r(true), 50)),
+    ]);
+    return r as boolean;
+  }
+
+  /** Sends `signal` and waits for exit. */
+  async stop(signal: Deno.Signal = "SIGTERM"): Promise<Deno.CommandStatus> {
+    try {
+      this.proc.kill(signal);
+    } catch {
+      // already gone
+    }
+    const st = await this.status;
+    await Promise.all(this.pumps);
+    return st;
+  }
+}
+
+/** Spawns `deno run` on a daemon entry point. */
+export function spawnDeno(name: string, entry: string, args: string[]): Daemon {
+  const proc = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--unstable-net", ...PERMS, ROOT + entry, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  return new Daemon(name, proc);
+}
+
+/** A running server and its share link. */
+export interface ServerHandle {
+  daemon: Daemon;
+  port: number;
+  link: string;
+}
+
+/** Starts `server/main.ts` on 127.0.0.1 with a fresh key. */
+export async function startServer(extra: string[] = []): Promise<ServerHandle> {
+  const port = freePort("udp");
+  const key = Array.from(
+    crypto.getRandomValues(new Uint8Array(32)),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+  const daemon = spawnDeno("server", "server/main.ts", [
+    "--listen",
+    `127.0.0.1:${port}`,
+    "--key",
+    key,
+    ...extra,
+  ]);
+  const m = await daemon.waitFor(/share link: (ostp:\/\/\S+)/);
+  return { daemon, port, link: m[1] };
+}
+
+/** A running client and its proxy port. */
+export interface ClientHandle {
+  daemon: Daemon;
+  proxyPort: number;
+}
+
+/** Starts `client/main.ts` with a share link; resolves once the proxy listens. */
+export async function startClient(link: string, extra: string[] = []): Promise<ClientHandle> {
+  const proxyPort = freePort("tcp");
+  const daemon = spawnDeno("client", "client/main.ts", [
+    link,
+    "--listen",
+    `127.0.0.1:${proxyPort}`,
+    ...extra,
+  ]);
+  await daemon.waitFor(/listening on/);
+  await daemon.waitFor(/connected to/);
+  return { daemon, proxyPort };
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), fast enough for tens of MiB. */
+export function payload(len: number, seed = 1): Uint8Array {
+  const out = new Uint8Array(len);
+  const words = new Uint32Array(out.buffer, 0, len >>> 2);
+  let x = seed | 1;
+  for (let i = 0; i < words.length; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    words[i] = x;
+  }
+  for (let i = words.length * 4; i < len; i++) out[i] = i & 0xff;
+  return out;
+}
+
+/** SHA-256 as lowercase hex. */
+export async function sha256Hex(data: Uint8Array): Promise<string> {
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>));
+  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * A local HTTP origin: `/bytes/<n>?seed=s` returns n deterministic bytes,
+ * `/upload` returns the SHA-256 of the request body, `/hello` a short text.
+ */
+export function startOrigin(): {
+  port: number;
+  close: () => Promise<void>;
+  cache: Map<string, Uint8Array>;
+} {
+  const cache = new Map<string, Uint8Array>();
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const url = new URL(req.url);
+    const m = url.pathname.match(/^\/bytes\/(\d+)$/);
+    if (m) {
+      const key = `${m[1]}:${url.searchParams.get("seed") ?? "1"}`;
+      let body = cache.get(key);
+      if (!body) {
+        cache.set(key, body = payload(Number(m[1]), Number(url.searchParams.get("seed") ?? 1)));
+      }
+      return new Response(body as Uint8Array<ArrayBuffer>);
+    }
+    if (url.pathname === "/upload") {
+      const body = new Uint8Array(await req.arrayBuffer());
+      return new Response(`${body.length} ${await sha256Hex(body)}`);
+    }
+    if (url.pathname === "/hello") return new Response("hello\n");
+    return new Response("not found", { status: 404 });
+  });
+  return { port: server.addr.port, close: () => server.shutdown(), cache };
+}
+
+/** Runs curl; returns exit code, stdout and stderr. */
+export async function curl(
+  args: string[],
+): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
+  const out = await new Deno.Command("curl", {
+    args: ["-sS", ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return { code: out.code, stdout: out.stdout, stderr: new TextDecoder().decode(out.stderr) };
+}
