@@ -86,7 +86,16 @@ export class OstpServer {
   start(): void {
     this.events.emit("state", { state: "starting" });
     for (const hp of this.config.listen) {
-      const sock = Deno.listenDatagram({ transport: "udp", hostname: hp.host, port: hp.port });
+      let sock: Deno.DatagramConn;
+      try {
+        sock = Deno.listenDatagram({ transport: "udp", hostname: hp.host, port: hp.port });
+      } catch (e) {
+        for (const s of this.sockets.splice(0)) s.close();
+        const hint = e instanceof Deno.errors.AddrInUse && this.config.listen.length > 1
+          ? " ([::] also takes IPv4 on dual-stack systems: list either [::] or 0.0.0.0 for a port)"
+          : "";
+        throw new Error(`udp ${formatHostPort(hp)}: ${(e as Error).message}${hint}`);
+      }
       this.sockets.push(sock);
       this.loops.push(this.receiveLoop(sock));
       log.info("listening on udp {address}", {
