@@ -55,6 +55,12 @@ export class OstpClient {
         maxDelayMs: config.reconnect.maxDelay * 1000,
       },
       onState: (i, state, detail) => this.onState(i, state, detail),
+      onAttemptFailed: (session, reason, streak) => {
+        // The first failure in a row is news; the retries after it are not.
+        const data = { session, reason, streak };
+        if (streak === 1) log.warn("session {session}: {reason}; retrying with back-off", data);
+        else log.debug("session {session}: attempt {streak} failed: {reason}", data);
+      },
     });
   }
 

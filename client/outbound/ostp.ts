@@ -33,8 +33,10 @@ export interface OstpPoolOptions {
   session: Partial<SessionConfig>;
   connectTimeoutMs: number;
   reconnect: { initialDelayMs: number; maxDelayMs: number };
-  /** State change of runner `index`. */
+  /** State change of runner `index` (each change reported once). */
   onState?: (index: number, state: RunnerState, detail?: string) => void;
+  /** A connection attempt of runner `index` failed; `streak` counts failures in a row. */
+  onAttemptFailed?: (index: number, reason: string, streak: number) => void;
 }
 
 /** Thrown when the handshake got no valid answer in time. */
@@ -117,7 +119,7 @@ export class SessionRunner {
       } catch (e) {
         this.closeSocket();
         if (this.stopped) break;
-        this.opts.onState?.(this.index, "connecting", (e as Error).message);
+        this.opts.onAttemptFailed?.(this.index, (e as Error).message, attempt + 1);
       }
       attempt = lasted ? 0 : attempt + 1;
       if (attempt === 0) continue;
