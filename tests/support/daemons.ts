@@ -192,13 +192,13 @@ export async function sha256Hex(data: Uint8Array): Promise<string> {
  * A local HTTP origin: `/bytes/<n>?seed=s` returns n deterministic bytes,
  * `/upload` returns the SHA-256 of the request body, `/hello` a short text.
  */
-export function startOrigin(): {
+export function startOrigin(hostname = "127.0.0.1", port = 0): {
   port: number;
   close: () => Promise<void>;
   cache: Map<string, Uint8Array>;
 } {
   const cache = new Map<string, Uint8Array>();
-  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+  const server = Deno.serve({ hostname, port, onListen: () => {} }, async (req) => {
     const url = new URL(req.url);
     const m = url.pathname.match(/^\/bytes\/(\d+)$/);
     if (m) {

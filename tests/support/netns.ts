@@ -1,0 +1,206 @@
+/**
+ * Network-namespace testbeds (root only): client, server and target hosts in
+ * namespaces the test creates and always removes. Client ⇄ server goes through
+ * the link emulator (two TUN devices and a userspace forwarder); server ⇄
+ * target is a veth pair. Traffic never leaves these namespaces.
+ * @module
+ */
+
+import { CLEAN, type Impairment } from "./linkemu.ts";
+import { Daemon } from "./daemons.ts";
+
+const ROOT = new URL("../../", import.meta.url).pathname;
+
+/** True when this process may create namespaces and TUN devices. */
+export async function canUseNetns(): Promise<boolean> {
+  if (Deno.build.os !== "linux") return false;
+  try {
+    if (Deno.uid() !== 0) return false;
+    const r = await new Deno.Command("ip", {
+      args: ["netns", "list"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return r.success;
+  } catch {
+    return false;
+  }
+}
+
+/** Runs a command; throws with its stderr when it fails. */
+export async function run(cmd: string, ...args: string[]): Promise<string> {
+  const r = await new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).output();
+  if (!r.success) {
+    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(r.stderr).trim()}`);
+  }
+  return new TextDecoder().decode(r.stdout);
+}
+
+/** Addresses inside every testbed. */
+export const ADDR = {
+  client: "10.201.0.1",
+  server: "10.201.0.2",
+  serverLan: "10.202.0.1",
+  target: "10.202.0.2",
+} as const;
+
+/** Three namespaces and an emulated link between client and server. */
+export class Testbed {
+  readonly client: string;
+  readonly server: string;
+  readonly target: string;
+  private emulator: Daemon | null = null;
+  private readonly tunC: string;
+  private readonly tunS: string;
+  /** Emulator counters after {@link close}. */
+  counters: unknown = null;
+
+  private constructor(readonly id: string) {
+    this.client = `ostpc-${id}`;
+    this.server = `ostps-${id}`;
+    this.target = `ostpt-${id}`;
+    this.tunC = `oc${id}`;
+    this.tunS = `os${id}`;
+  }
+
+  /** Builds the testbed; `up` is client → server, `down` server → client. */
+  static async create(
+    up: Partial<Impairment> = {},
+    down: Partial<Impairment> = up,
+    seed = 1,
+  ): Promise<Testbed> {
+    const id = Array.from(
+      crypto.getRandomValues(new Uint8Array(3)),
+      (b) => b.toString(16).padStart(2, "0"),
+    )
+      .join("");
+    const tb = new Testbed(id);
+    try {
+      await tb.setup({ ...CLEAN, ...up }, { ...CLEAN, ...down }, seed);
+    } catch (e) {
+      await tb.close();
+      throw e;
+    }
+    return tb;
+  }
+
+  private async setup(up: Impairment, down: Impairment, seed: number): Promise<void> {
+    for (const ns of [this.client, this.server, this.target]) {
+      await run("ip", "netns", "add", ns);
+      await run("ip", "-n", ns, "link", "set", "lo", "up");
+    }
+    const proc = new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        ROOT + "tests/support/linkemu_main.ts",
+        this.tunC,
+        this.tunS,
+        JSON.stringify(up),
+        JSON.stringify(down),
+        String(seed),
+      ],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.emulator = new Daemon("linkemu", proc);
+    await this.emulator.waitFor(/^ready$/);
+    await run("ip", "link", "set", this.tunC, "netns", this.client);
+    await run("ip", "link", "set", this.tunS, "netns", this.server);
+    await run(
+      "ip",
+      "-n",
+      this.client,
+      "addr",
+      "add",
+      ADDR.client,
+      "peer",
+      ADDR.server,
+      "dev",
+      this.tunC,
+    );
+    await run(
+      "ip",
+      "-n",
+      this.server,
+      "addr",
+      "add",
+      ADDR.server,
+      "peer",
+      ADDR.client,
+      "dev",
+      this.tunS,
+    );
+    await run("ip", "-n", this.client, "link", "set", this.tunC, "up");
+    await run("ip", "-n", this.server, "link", "set", this.tunS, "up");
+    const vs = `vs${this.id}`;
+    const vt = `vt${this.id}`;
+    await run(
+      "ip",
+      "link",
+      "add",
+      vs,
+      "netns",
+      this.server,
+      "type",
+      "veth",
+      "peer",
+      "name",
+      vt,
+      "netns",
+      this.target,
+    );
+    await run("ip", "-n", this.server, "addr", "add", `${ADDR.serverLan}/24`, "dev", vs);
+    await run("ip", "-n", this.target, "addr", "add", `${ADDR.target}/24`, "dev", vt);
+    await run("ip", "-n", this.server, "link", "set", vs, "up");
+    await run("ip", "-n", this.target, "link", "set", vt, "up");
+  }
+
+  /** Spawns `cmd args…` inside namespace `ns`. */
+  spawn(name: string, ns: string, cmd: string, args: string[]): Daemon {
+    const proc = new Deno.Command("ip", {
+      args: ["netns", "exec", ns, cmd, ...args],
+      cwd: ROOT,
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+      env: { NO_COLOR: "1" },
+    }).spawn();
+    return new Daemon(name, proc);
+  }
+
+  /** Spawns a Deno script of the project inside namespace `ns`. */
+  spawnDeno(name: string, ns: string, entry: string, args: string[]): Daemon {
+    return this.spawn(name, ns, Deno.execPath(), [
+      "run",
+      "-A",
+      "--unstable-net",
+      ROOT + entry,
+      ...args,
+    ]);
+  }
+
+  /** Runs a command inside `ns` to completion. */
+  async exec(ns: string, cmd: string, args: string[]): Promise<Deno.CommandOutput> {
+    return await new Deno.Command("ip", {
+      args: ["netns", "exec", ns, cmd, ...args],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  }
+
+  /** Stops the emulator and removes every namespace (idempotent). */
+  async close(): Promise<void> {
+    if (this.emulator) {
+      const em = this.emulator;
+      this.emulator = null;
+      await em.stop();
+      const line = em.output.find((l) => l.startsWith("{"));
+      if (line) this.counters = JSON.parse(line);
+    }
+    for (const ns of [this.client, this.server, this.target]) {
+      await run("ip", "netns", "del", ns).catch(() => {});
+    }
+  }
+}
