@@ -22,7 +22,12 @@
  * @module
  */
 
-export { OstpServer, type ServerEvents, type ServerOptions } from "./server/server.ts";
+export {
+  OstpServer,
+  type ServerEvents,
+  type ServerOptions,
+  type ServerStats,
+} from "./server/server.ts";
 export { type ClientEvents, type ClientOptions, OstpClient } from "./client/client.ts";
 export type { RunnerState } from "./client/outbound/ostp.ts";
 export { Emitter, type TrafficStats } from "./shared/events.ts";

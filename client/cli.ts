@@ -34,6 +34,8 @@ interface ClientOptions {
   key?: string;
   listen?: string;
   mux?: string;
+  keepalive?: string;
+  idleTimeout?: string;
   username?: string;
   password?: string;
   logLevel?: string;
@@ -62,6 +64,8 @@ function buildProgram(output: { out: string; err: string }): Command {
     .option("-k, --key <key>", "access key (hex or base64url)")
     .option("-l, --listen <host:port>", "local SOCKS5/HTTP proxy address (default 127.0.0.1:1088)")
     .option("--mux <n>", "parallel sessions to the server (1..16)")
+    .option("--keepalive <s>", "seconds between keepalives when idle")
+    .option("--idle-timeout <s>", "seconds of silence before the server is declared dead")
     .option("--username <u>", "user name the local proxy requires")
     .option("--password <p>", "password the local proxy requires (visible to other local users)")
     .addOption(new Option("--log-level <lvl>", "log level").choices(LOG_LEVELS))
@@ -147,6 +151,16 @@ async function parse(argv: string[]): Promise<ClientCliResult> {
   if (o.mux !== undefined) {
     if (/^\d+$/.test(o.mux.trim())) flag("mux", "--mux", Number(o.mux.trim()));
     else issues.push({ path: "--mux", message: "expected an integer" });
+  }
+  for (
+    const [field, name, raw] of [
+      ["keepalive", "--keepalive", o.keepalive],
+      ["idleTimeout", "--idle-timeout", o.idleTimeout],
+    ] as const
+  ) {
+    if (raw === undefined) continue;
+    if (/^\d+(\.\d+)?$/.test(raw.trim())) flag(field, name, Number(raw.trim()));
+    else issues.push({ path: name, message: "expected a number of seconds" });
   }
   if (o.username !== undefined || o.password !== undefined) {
     const auth = isPlainObject(merged.auth) ? { ...merged.auth } : {};

@@ -67,8 +67,15 @@ export class OstpClient {
   private onState(session: number, state: RunnerState, detail?: string): void {
     const server = formatHostPort(this.config.server);
     if (state === "connected") {
-      const ms = this.pool.runners[session].handshakeMs.toFixed(1);
-      log.info("session {session} connected to {server} in {ms} ms", { session, server, ms });
+      const r = this.pool.runners[session];
+      const ms = r.handshakeMs.toFixed(1);
+      const port = r.localPort;
+      log.info("session {session} connected to {server} in {ms} ms (local port {port})", {
+        session,
+        server,
+        ms,
+        port,
+      });
     } else if (state === "connecting") {
       log.info("session {session} connecting to {server}{why}", {
         session,

@@ -30,9 +30,24 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { promise: done, resolve } = Promise.withResolvers<void>();
   const stop = () => resolve();
+  // SIGUSR1 prints the counters as one JSON line; SIGUSR2 moves every session
+  // to a fresh UDP socket (new source port) without a new handshake.
+  const dump = () => console.log(JSON.stringify({ stats: client.stats() }));
+  const hop = () => {
+    const moved = client.pool.runners.filter((r) => r.rebind()).length;
+    log.info("moved {moved} session(s) to new UDP sockets", { moved });
+  };
   Deno.addSignalListener("SIGINT", stop);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+  if (Deno.build.os !== "windows") {
+    Deno.addSignalListener("SIGTERM", stop);
+    Deno.addSignalListener("SIGUSR1", dump);
+    Deno.addSignalListener("SIGUSR2", hop);
+  }
   await done;
+  if (Deno.build.os !== "windows") {
+    Deno.removeSignalListener("SIGUSR1", dump);
+    Deno.removeSignalListener("SIGUSR2", hop);
+  }
   log.info("shutting down");
   await client.stop();
   Deno.removeSignalListener("SIGINT", stop);

@@ -14,7 +14,7 @@ import {
   readClientHello,
 } from "../shared/session/handshake.ts";
 import { Receive, Session, type SessionConfig } from "../shared/session/session.ts";
-import { ReplayCache } from "../shared/wire/handshake.ts";
+import { decodeHandshakeDatagram, ReplayCache } from "../shared/wire/handshake.ts";
 import { MIN_PACKET_LENGTH, PacketCodec, unmaskSessionId } from "../shared/wire/packet.ts";
 
 /** Where a datagram came from and how to answer it. */
@@ -222,6 +222,16 @@ export class Dispatcher {
   }
 
   private tryHandshake(data: Uint8Array, peer: Peer, key: string): void {
+    // Cheap framing check first (one HMAC per key), so junk does not spend the
+    // handshake tokens that genuine clients need.
+    let framed = false;
+    for (let k = 0; k < this.keys.length && !framed; k++) {
+      framed = decodeHandshakeDatagram(this.keys[k].masker, data) !== null;
+    }
+    if (!framed) {
+      this.drops.unauthenticated++;
+      return;
+    }
     if (!this.takeToken()) {
       this.drops.rateLimited++;
       return;
@@ -313,6 +323,10 @@ export class Dispatcher {
     });
     this.onSession(s);
     peer.send(datagram, peer.addr);
+    // Arm the session's timers now: a Connection only schedules its idle timeout
+    // from flush(), so a client that never sends a data packet would otherwise
+    // hold its table slot forever.
+    conn.flush();
   }
 
   /** Closes every session with a reason. */

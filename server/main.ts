@@ -42,9 +42,16 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { promise: done, resolve } = Promise.withResolvers<void>();
   const stop = () => resolve();
+  // SIGUSR1 prints the counters (sessions, drops by reason, memory) as one JSON line.
+  const dump = () =>
+    console.log(JSON.stringify({ stats: server.stats(), rssBytes: Deno.memoryUsage().rss }));
   Deno.addSignalListener("SIGINT", stop);
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+  if (Deno.build.os !== "windows") {
+    Deno.addSignalListener("SIGTERM", stop);
+    Deno.addSignalListener("SIGUSR1", dump);
+  }
   await done;
+  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR1", dump);
   log.info("shutting down");
   await server.stop();
   Deno.removeSignalListener("SIGINT", stop);

@@ -24,8 +24,16 @@ export interface ServerEvents {
   /** A session was accepted or ended. */
   session: { type: "opened" | "closed"; id: number; address: string; reason?: string };
   /** Counters, every `statsIntervalMs`. */
-  stats: TrafficStats & { drops: DropCounters; handshakes: number };
+  stats: ServerStats;
 }
+
+/** Server counters: traffic plus drops by reason, handshakes and migrations. */
+export type ServerStats = TrafficStats & {
+  drops: DropCounters;
+  handshakes: number;
+  /** Session moves to a new client address (roaming), summed over live sessions. */
+  migrations: number;
+};
 
 /** Options beyond the config file. */
 export interface ServerOptions {
@@ -142,8 +150,8 @@ export class OstpServer {
   }
 
   /** Current counters. */
-  stats(): TrafficStats & { drops: DropCounters; handshakes: number } {
-    const t: TrafficStats & { drops: DropCounters; handshakes: number } = {
+  stats(): ServerStats {
+    const t: ServerStats = {
       uptimeMs: performance.now() - this.startedAt,
       sessions: this.dispatcher.sessionCount,
       streams: 0,
@@ -157,10 +165,12 @@ export class OstpServer {
       cwnd: 0,
       drops: { ...this.dispatcher.drops },
       handshakes: this.dispatcher.handshakes,
+      migrations: 0,
     };
     let busiest = -1;
     for (const s of this.dispatcher.allSessions()) {
       const st = s.conn.session.stats;
+      t.migrations += s.migrations;
       t.streams += s.conn.session.streamCount;
       t.bytesSent += st.bytesSent;
       t.bytesReceived += st.bytesReceived;

@@ -14,6 +14,7 @@ import { type Dialer, DialError, type Duplex, type Target } from "../../shared/d
 import { Connection } from "../../shared/session/connection.ts";
 import {
   buildClientHello,
+  type ClientHello,
   type HelloParams,
   readServerHello,
 } from "../../shared/session/handshake.ts";
@@ -146,24 +147,110 @@ export class SessionRunner {
     this.socket = null;
   }
 
-  private async connectOnce(): Promise<Connection> {
-    const { host, port } = this.opts.server;
-    let address: string;
-    let family: number;
-    try {
-      const r = await lookup(host);
-      address = r.address;
-      family = r.family;
-    } catch (e) {
-      throw new Error(`cannot resolve ${host}: ${(e as Error).message}`);
-    }
-    const sock = Deno.listenDatagram({
+  private openSocket(): Deno.DatagramConn {
+    const family = this.serverAddr?.hostname.includes(":") ? 6 : 4;
+    return Deno.listenDatagram({
       transport: "udp",
       hostname: family === 6 ? "::" : "0.0.0.0",
       port: 0,
     });
+  }
+
+  /** Local UDP port of the current socket (0 when none). */
+  get localPort(): number {
+    return this.socket ? (this.socket.addr as Deno.NetAddr).port : 0;
+  }
+
+  /**
+   * Moves the live session to a fresh UDP socket (a new source port) without a
+   * new handshake: NAT rebinding on demand, and the "socket hopping" that
+   * defeats per-flow throttling. The server follows once it has seen the
+   * new address's authenticated packets. Returns false when not connected.
+   */
+  rebind(): boolean {
+    if (!this.conn || !this.socket) return false;
+    const old = this.socket;
+    const sock = this.openSocket();
     this.socket = sock;
-    const to: Deno.NetAddr = { transport: "udp", hostname: address, port };
+    this.receiveLoop(sock, null);
+    // Elicit acks from the server so it sees the new address at once.
+    this.conn.session.ping();
+    this.conn.flush();
+    setTimeout(() => {
+      try {
+        old.close();
+      } catch {
+        // already closed
+      }
+    }, 2000);
+    return true;
+  }
+
+  private readonly send = (d: Uint8Array): void => {
+    const to = this.serverAddr;
+    if (!this.socket || !to) return;
+    this.socket.send(d.slice(), to).catch(() => {});
+  };
+
+  private serverAddr: Deno.NetAddr | null = null;
+  private hello: ClientHello | null = null;
+  private resolveConn: ((c: Connection) => void) | null = null;
+
+  /** Reads one socket until it closes: handshake answers first, then session packets. */
+  private receiveLoop(sock: Deno.DatagramConn, params: HelloParams | null): void {
+    (async () => {
+      const buf = new Uint8Array(65536);
+      for (;;) {
+        let data: Uint8Array;
+        let from: Deno.Addr;
+        try {
+          [data, from] = await sock.receive(buf);
+        } catch {
+          // Only the current socket's death ends the session.
+          if (sock === this.socket) this.conn?.close(CloseCode.INTERNAL, "socket closed");
+          return;
+        }
+        if ((from as Deno.NetAddr).port !== this.serverAddr?.port) continue;
+        if (this.conn) {
+          this.conn.receive(data);
+          continue;
+        }
+        if (!this.hello || !params || !this.resolveConn) continue;
+        const ok = readServerHello(this.hello, this.masker, data);
+        if (!ok) continue;
+        const mtu = Math.min(params.maxDatagramSize, ok.params.maxDatagramSize);
+        const session = new Session({
+          protector: new PacketCodec({
+            sessionId: this.hello.sessionId,
+            sendKey: ok.keys.initiatorToResponder,
+            recvKey: ok.keys.responderToInitiator,
+            masker: this.masker,
+          }),
+          isClient: true,
+          peer: ok.params,
+          now: performance.now(),
+          config: { ...this.opts.session, maxDatagramSize: mtu },
+        });
+        const conn = new Connection(session, this.send);
+        this.conn = conn;
+        // First packet confirms the session to the server.
+        session.sendDatagram(new Uint8Array(0));
+        conn.flush();
+        this.resolveConn(conn);
+      }
+    })();
+  }
+
+  private async connectOnce(): Promise<Connection> {
+    const { host, port } = this.opts.server;
+    try {
+      const r = await lookup(host);
+      this.serverAddr = { transport: "udp", hostname: r.address, port };
+    } catch (e) {
+      throw new Error(`cannot resolve ${host}: ${(e as Error).message}`);
+    }
+    const sock = this.openSocket();
+    this.socket = sock;
     const cfg = this.opts.session;
     const params: HelloParams = {
       maxData: cfg.maxData ?? 32 * 1024 * 1024,
@@ -173,65 +260,27 @@ export class SessionRunner {
     };
     const started = performance.now();
     const hello = buildClientHello(this.secrets, this.masker, params, Date.now());
-    const send = (d: Uint8Array) => {
-      sock.send(d.slice(), to).catch(() => {});
-    };
-    let conn: Connection | null = null;
-    let resolveConn!: (c: Connection) => void;
-    const connected = new Promise<Connection>((r) => (resolveConn = r));
-    // One receive loop for the socket's life: handshake first, then the session.
-    (async () => {
-      const buf = new Uint8Array(65536);
-      for (;;) {
-        let data: Uint8Array;
-        let from: Deno.Addr;
-        try {
-          [data, from] = await sock.receive(buf);
-        } catch {
-          conn?.close(CloseCode.INTERNAL, "socket closed");
-          return;
-        }
-        const f = from as Deno.NetAddr;
-        if (f.port !== port) continue;
-        if (conn) {
-          conn.receive(data);
-          continue;
-        }
-        const ok = readServerHello(hello, this.masker, data);
-        if (!ok) continue;
-        const mtu = Math.min(params.maxDatagramSize, ok.params.maxDatagramSize);
-        const session = new Session({
-          protector: new PacketCodec({
-            sessionId: hello.sessionId,
-            sendKey: ok.keys.initiatorToResponder,
-            recvKey: ok.keys.responderToInitiator,
-            masker: this.masker,
-          }),
-          isClient: true,
-          peer: ok.params,
-          now: performance.now(),
-          config: { ...cfg, maxDatagramSize: mtu },
-        });
-        conn = new Connection(session, send);
-        // First packet confirms the session to the server.
-        session.sendDatagram(new Uint8Array(0));
-        conn.flush();
-        resolveConn(conn);
-      }
-    })();
+    this.hello = hello;
+    const connected = new Promise<Connection>((r) => (this.resolveConn = r));
+    this.receiveLoop(sock, params);
     // Send the hello, repeating it with back-off until answered or timed out.
     const deadline = started + this.opts.connectTimeoutMs;
     let wait = 500;
-    while (!conn && !this.stopped) {
-      send(hello.datagram);
+    while (!this.conn && !this.stopped) {
+      this.socket?.send(hello.datagram, this.serverAddr!).catch(() => {});
       const left = deadline - performance.now();
       if (left <= 0) break;
-      const t = Math.min(wait, left);
       let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([connected, new Promise((r) => (timer = setTimeout(r, t)))]);
+      await Promise.race([
+        connected,
+        new Promise((r) => (timer = setTimeout(r, Math.min(wait, left)))),
+      ]);
       clearTimeout(timer);
       wait *= 2;
     }
+    this.hello = null;
+    this.resolveConn = null;
+    const conn = this.conn as Connection | null;
     if (!conn) {
       this.closeSocket();
       throw this.stopped ? new Error("stopped") : new HandshakeTimeoutError();

@@ -32,7 +32,7 @@ export const SERVER_DEFAULTS: Readonly<Omit<ServerConfig, "keys" | "publicAddres
     handshakeBurst: 400,
     idleTimeout: 600,
     replayWindow: 300,
-    replayCacheSize: 65536,
+    replayCacheSize: 131072,
     connectTimeout: 10,
     maxStreamsPerSession: 8192,
     mtu: 1350,

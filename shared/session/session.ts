@@ -630,8 +630,9 @@ export class Session implements FrameSink {
       return;
     }
     if (!st.resetSent && !(sendComplete(st) && st.recv.finished)) {
-      if (!sendComplete(st)) this.sendReset(st, code);
-      else st.resetSent = st.resetAcked = true;
+      // Send RESET_STREAM even when our sending side already completed: it is
+      // the only signal that stops the peer's direction (final size = our FIN).
+      this.sendReset(st, code);
       const recv = st.recv;
       this.consumeSession(recv.discard());
     }
@@ -646,6 +647,11 @@ export class Session implements FrameSink {
     st.send.discard();
     st.finPending = false;
     this.enqueueControl(st);
+  }
+
+  /** Sends a PING soon (elicits an ack: liveness checks, path changes). */
+  ping(): void {
+    if (this.state === "open") this.pingPending = true;
   }
 
   /** Queues an unreliable datagram; false if it can never fit a packet or the session is closed. */

@@ -164,18 +164,28 @@ export class RecvBuffer {
       this.drain();
       return grew;
     }
-    // Out of order: insert sorted, skipping exact duplicates.
+    // Out of order: pending segments are sorted and disjoint; store only the
+    // parts of `data` no segment holds yet, so overlapping or repeated frames
+    // never make the buffer hold more than the span they cover.
     const p = this.pending;
-    let lo = 0;
+    let i = 0;
     let hi = p.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (p[mid].offset < offset) lo = mid + 1;
+    while (i < hi) {
+      const mid = (i + hi) >>> 1;
+      if (p[mid].offset + p[mid].data.length <= offset) i = mid + 1;
       else hi = mid;
     }
-    if (lo < p.length && p[lo].offset === offset && p[lo].data.length >= data.length) return grew;
-    if (lo > 0 && p[lo - 1].offset + p[lo - 1].data.length >= end) return grew;
-    p.splice(lo, 0, { offset, data: data.slice() });
+    let at = offset;
+    while (at < end) {
+      if (i < p.length && p[i].offset <= at) {
+        at = Math.max(at, p[i].offset + p[i].data.length);
+        i++;
+        continue;
+      }
+      const stop = i < p.length ? Math.min(end, p[i].offset) : end;
+      p.splice(i++, 0, { offset: at, data: data.slice(at - offset, stop - offset) });
+      at = stop;
+    }
     return grew;
   }
 

@@ -241,9 +241,13 @@ export function writeDatagram(buf: Uint8Array, pos: number, data: Uint8Array): n
   return pos + data.length;
 }
 
-/** Writes a CLOSE frame; the reason is cut to {@link MAX_REASON_BYTES}. */
+/** Writes a CLOSE frame; the reason is cut to {@link MAX_REASON_BYTES} on a character boundary. */
 export function writeClose(buf: Uint8Array, pos: number, code: number, reason: string): number {
-  const bytes = new TextEncoder().encode(reason).subarray(0, MAX_REASON_BYTES);
+  const all = new TextEncoder().encode(reason);
+  let cut = Math.min(all.length, MAX_REASON_BYTES);
+  // Never split a UTF-8 sequence: back off over continuation bytes (10xxxxxx).
+  if (cut < all.length) { while (cut > 0 && (all[cut] & 0xc0) === 0x80) cut--; }
+  const bytes = all.subarray(0, cut);
   buf[pos++] = FrameType.CLOSE;
   pos = writeVarint(buf, pos, code);
   buf[pos++] = bytes.length;

@@ -51,10 +51,31 @@ export class Daemon {
     }
   }
 
-  /** Waits for an output line matching `re` (also one already printed). */
-  waitFor(re: RegExp, timeoutMs = 20_000): Promise<RegExpMatchArray> {
-    for (const line of this.output) {
-      const m = line.match(re);
+  /** Sends a signal without waiting. */
+  signal(sig: Deno.Signal): void {
+    this.proc.kill(sig);
+  }
+
+  /** Output lines matching `re` so far. */
+  count(re: RegExp): number {
+    return this.output.filter((l) => re.test(l)).length;
+  }
+
+  /** Sends SIGUSR1 and returns the JSON line the daemon prints in answer. */
+  async statsDump(): Promise<Record<string, any>> {
+    const from = this.output.length;
+    this.proc.kill("SIGUSR1");
+    const m = await this.waitFor(/^\{"stats":/, 10_000, from);
+    return JSON.parse(m.input!);
+  }
+
+  /**
+   * Waits for an output line matching `re`, among lines from index `from` on
+   * (default 0: also lines already printed).
+   */
+  waitFor(re: RegExp, timeoutMs = 20_000, from = 0): Promise<RegExpMatchArray> {
+    for (let i = from; i < this.output.length; i++) {
+      const m = this.output[i].match(re);
       if (m) return Promise.resolve(m);
     }
     return new Promise((resolve, reject) => {

@@ -162,7 +162,7 @@ Deno.test("server config: defaults", () => {
     handshakeBurst: 400,
     idleTimeout: 600,
     replayWindow: 300,
-    replayCacheSize: 65536,
+    replayCacheSize: 131072,
     connectTimeout: 10,
     maxStreamsPerSession: 8192,
     mtu: 1350,
