@@ -21,13 +21,6 @@ export async function main(argv: string[]): Promise<number> {
   }
   await setupLogging(parsed.config.log);
   const client = new OstpClient(parsed.config);
-  try {
-    await client.start();
-  } catch (e) {
-    console.error(`ostp-client: cannot start: ${(e as Error).message}`);
-    await client.stop();
-    return 1;
-  }
   const { promise: done, resolve } = Promise.withResolvers<void>();
   const stop = () => resolve();
   // SIGUSR1 prints the counters as one JSON line; SIGUSR2 moves every session
@@ -42,6 +35,14 @@ export async function main(argv: string[]): Promise<number> {
     Deno.addSignalListener("SIGTERM", stop);
     Deno.addSignalListener("SIGUSR1", dump);
     Deno.addSignalListener("SIGUSR2", hop);
+  }
+
+  try {
+    await client.start();
+  } catch (e) {
+    console.error(`ostp-client: cannot start: ${(e as Error).message}`);
+    await client.stop();
+    return 1;
   }
   await done;
   if (Deno.build.os !== "windows") {

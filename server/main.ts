@@ -29,6 +29,17 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`ostp-server: cannot listen: ${(e as Error).message}`);
     return 1;
   }
+  const { promise: done, resolve } = Promise.withResolvers<void>();
+  const stop = () => resolve();
+  // SIGUSR1 prints the counters (sessions, drops by reason, memory) as one JSON line.
+  const dump = () =>
+    console.log(JSON.stringify({ stats: server.stats(), rssBytes: Deno.memoryUsage().rss }));
+  // Handlers go in before the share link is printed: that line means "ready".
+  Deno.addSignalListener("SIGINT", stop);
+  if (Deno.build.os !== "windows") {
+    Deno.addSignalListener("SIGTERM", stop);
+    Deno.addSignalListener("SIGUSR1", dump);
+  }
   const bound = server.addresses[0];
   const advertised = config.publicAddress ??
     { host: isUnspecifiedHost(bound.hostname) ? "127.0.0.1" : bound.hostname, port: bound.port };
@@ -39,16 +50,6 @@ export async function main(argv: string[]): Promise<number> {
     log.info("share links use {address}; set publicAddress for clients elsewhere", {
       address: formatHostPort(advertised),
     });
-  }
-  const { promise: done, resolve } = Promise.withResolvers<void>();
-  const stop = () => resolve();
-  // SIGUSR1 prints the counters (sessions, drops by reason, memory) as one JSON line.
-  const dump = () =>
-    console.log(JSON.stringify({ stats: server.stats(), rssBytes: Deno.memoryUsage().rss }));
-  Deno.addSignalListener("SIGINT", stop);
-  if (Deno.build.os !== "windows") {
-    Deno.addSignalListener("SIGTERM", stop);
-    Deno.addSignalListener("SIGUSR1", dump);
   }
   await done;
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR1", dump);

@@ -200,6 +200,12 @@ interface StreamState {
 
 const PACKET_THRESHOLD = 3;
 
+/**
+ * Decryption scratch shared by every session: `receive` is synchronous and
+ * copies what it keeps, so one 64 KiB buffer serves a thousand sessions.
+ */
+const RX = new Uint8Array(65536);
+
 /** Small fast PRNG for padding lengths (the padding content is zeros under encryption). */
 function seedRandom(): number {
   const a = new Uint32Array(1);
@@ -233,7 +239,6 @@ export class Session implements FrameSink {
   private readonly protector: PacketProtector;
   private readonly maxPlain: number;
   private readonly plain: Uint8Array;
-  private readonly rx: Uint8Array;
   private state: "open" | "closing" | "closed" = "open";
   private closeCode = 0;
   private closeReason = "";
@@ -310,7 +315,6 @@ export class Session implements FrameSink {
     this.isClient = opts.isClient;
     this.maxPlain = this.config.maxDatagramSize - PACKET_OVERHEAD;
     this.plain = new Uint8Array(this.maxPlain);
-    this.rx = new Uint8Array(65536);
     this.cc = new Bbr(this.config.maxDatagramSize, this.config.maxCwnd);
     this.peerMaxData = opts.peer.maxData;
     this.peerMaxStreamData = opts.peer.maxStreamData;
@@ -355,7 +359,7 @@ export class Session implements FrameSink {
   /** Processes one datagram from the network. */
   receive(wire: Uint8Array, now: number): number {
     if (this.state === "closed") return Receive.DROPPED;
-    const n = this.protector.open(wire, this.rx);
+    const n = this.protector.open(wire, RX);
     if (n < 0) {
       this.stats.authFailures++;
       return Receive.DROPPED;
@@ -380,7 +384,7 @@ export class Session implements FrameSink {
     if (this.received.length > 64) this.received.truncate(48);
     let eliciting: boolean;
     try {
-      eliciting = parseFrames(this.rx, n, this);
+      eliciting = parseFrames(RX, n, this);
     } catch (e) {
       if (e instanceof DecodeError || e instanceof ProtocolError) {
         const code = e instanceof ProtocolError ? e.code : CloseCode.PROTOCOL_VIOLATION;

@@ -28,6 +28,11 @@ export class UdpTap {
     return (this.front.addr as Deno.NetAddr).port;
   }
 
+  /** Port the server sees the client's packets come from. */
+  get backPort(): number {
+    return (this.back.addr as Deno.NetAddr).port;
+  }
+
   private async forward(): Promise<void> {
     const to: Deno.NetAddr = { transport: "udp", hostname: "127.0.0.1", port: this.serverPort };
     try {
