@@ -13,6 +13,8 @@ import { getLog } from "../shared/log.ts";
 import { isExpectedDisconnect } from "../shared/pipe.ts";
 import { CloseCode } from "../shared/session/session.ts";
 import { createDirectDialer } from "../shared/net/direct.ts";
+import { type DatagramSocket, openUdp } from "../shared/net/datagram.ts";
+import "../ffi/udp_linux.ts";
 import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./dispatcher.ts";
 import { type RelayStats, serveStream } from "./relay.ts";
 
@@ -54,7 +56,7 @@ export class OstpServer {
   /** Relay counters. */
   readonly relayStats: RelayStats = { opened: 0, failed: 0, bytesUp: 0, bytesDown: 0 };
 
-  private readonly sockets: Deno.DatagramConn[] = [];
+  private readonly sockets: DatagramSocket[] = [];
   private readonly dialer: Dialer;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
   private readonly startedAt = performance.now();
@@ -87,16 +89,21 @@ export class OstpServer {
 
   /** Addresses actually bound (ports resolved when 0 was asked for). */
   get addresses(): Deno.NetAddr[] {
-    return this.sockets.map((s) => s.addr as Deno.NetAddr);
+    return this.sockets.map((s) => s.addr);
+  }
+
+  /** UDP implementation in use ("linux-ffi" or "deno"). */
+  get socketKind(): string {
+    return this.sockets[0]?.kind ?? "none";
   }
 
   /** Binds every listener and starts serving. */
   start(): void {
     this.events.emit("state", { state: "starting" });
     for (const hp of this.config.listen) {
-      let sock: Deno.DatagramConn;
+      let sock: DatagramSocket;
       try {
-        sock = Deno.listenDatagram({ transport: "udp", hostname: hp.host, port: hp.port });
+        sock = openUdp(hp.host, hp.port);
       } catch (e) {
         for (const s of this.sockets.splice(0)) s.close();
         const hint = e instanceof Deno.errors.AddrInUse && this.config.listen.length > 1
@@ -106,7 +113,8 @@ export class OstpServer {
       }
       this.sockets.push(sock);
       this.loops.push(this.receiveLoop(sock));
-      log.info("listening on udp {address}", {
+      log.info("listening on udp {address} ({kind})", {
+        kind: sock.kind,
         address: formatHostPort({ host: hp.host, port: (sock.addr as Deno.NetAddr).port }),
       });
     }
@@ -115,28 +123,16 @@ export class OstpServer {
     this.events.emit("state", { state: "running" });
   }
 
-  private async receiveLoop(sock: Deno.DatagramConn): Promise<void> {
-    const buf = new Uint8Array(65536);
-    const send = (data: Uint8Array, to: Deno.NetAddr) => {
-      sock.send(data.slice(), to).catch(() => {});
-    };
-    for (;;) {
-      let data: Uint8Array;
-      let addr: Deno.Addr;
+  private receiveLoop(sock: DatagramSocket): Promise<void> {
+    const peer: Peer = { addr: sock.addr, send: (data, to) => sock.send(data, to) };
+    return sock.run((data, from) => {
+      peer.addr = from;
       try {
-        [data, addr] = await sock.receive(buf);
-      } catch (e) {
-        if (this.stopping) return;
-        if (e instanceof Deno.errors.BadResource) return;
-        log.debug("udp receive error: {error}", { error: String(e) });
-        continue;
-      }
-      try {
-        this.dispatcher.handle(data, { addr: addr as Deno.NetAddr, send } satisfies Peer);
+        this.dispatcher.handle(data, peer);
       } catch (e) {
         log.error("dispatcher failure: {error}", { error: String(e) });
       }
-    }
+    });
   }
 
   private onSession(s: ServerSession): void {

@@ -22,6 +22,8 @@ import { CloseCode, Session, type SessionConfig } from "../../shared/session/ses
 import { encodeOpenRequest, readOpenReply } from "../../shared/wire/open.ts";
 import { PacketCodec } from "../../shared/wire/packet.ts";
 import { writeAll } from "../../shared/pipe.ts";
+import { type DatagramSocket, openUdp } from "../../shared/net/datagram.ts";
+import "../../ffi/udp_linux.ts";
 
 /** Lifecycle of one session runner. */
 export type RunnerState = "idle" | "connecting" | "connected" | "stopped";
@@ -59,7 +61,7 @@ export class SessionRunner {
   /** Time of the last handshake round trip, ms. */
   handshakeMs = 0;
 
-  private socket: Deno.DatagramConn | null = null;
+  private socket: DatagramSocket | null = null;
   private stopped = false;
   private waiters: (() => void)[] = [];
   private sleepTimer: ReturnType<typeof setTimeout> | undefined;
@@ -147,18 +149,14 @@ export class SessionRunner {
     this.socket = null;
   }
 
-  private openSocket(): Deno.DatagramConn {
-    const family = this.serverAddr?.hostname.includes(":") ? 6 : 4;
-    return Deno.listenDatagram({
-      transport: "udp",
-      hostname: family === 6 ? "::" : "0.0.0.0",
-      port: 0,
-    });
+  private openSocket(): DatagramSocket {
+    const v6 = this.serverAddr?.hostname.includes(":") ?? false;
+    return openUdp(v6 ? "::" : "0.0.0.0", 0);
   }
 
   /** Local UDP port of the current socket (0 when none). */
   get localPort(): number {
-    return this.socket ? (this.socket.addr as Deno.NetAddr).port : 0;
+    return this.socket ? this.socket.addr.port : 0;
   }
 
   /**
@@ -189,7 +187,7 @@ export class SessionRunner {
   private readonly send = (d: Uint8Array): void => {
     const to = this.serverAddr;
     if (!this.socket || !to) return;
-    this.socket.send(d.slice(), to).catch(() => {});
+    this.socket.send(d, to);
   };
 
   private serverAddr: Deno.NetAddr | null = null;
@@ -197,48 +195,39 @@ export class SessionRunner {
   private resolveConn: ((c: Connection) => void) | null = null;
 
   /** Reads one socket until it closes: handshake answers first, then session packets. */
-  private receiveLoop(sock: Deno.DatagramConn, params: HelloParams | null): void {
-    (async () => {
-      const buf = new Uint8Array(65536);
-      for (;;) {
-        let data: Uint8Array;
-        let from: Deno.Addr;
-        try {
-          [data, from] = await sock.receive(buf);
-        } catch {
-          // Only the current socket's death ends the session.
-          if (sock === this.socket) this.conn?.close(CloseCode.INTERNAL, "socket closed");
-          return;
-        }
-        if ((from as Deno.NetAddr).port !== this.serverAddr?.port) continue;
-        if (this.conn) {
-          this.conn.receive(data);
-          continue;
-        }
-        if (!this.hello || !params || !this.resolveConn) continue;
-        const ok = readServerHello(this.hello, this.masker, data);
-        if (!ok) continue;
-        const mtu = Math.min(params.maxDatagramSize, ok.params.maxDatagramSize);
-        const session = new Session({
-          protector: new PacketCodec({
-            sessionId: this.hello.sessionId,
-            sendKey: ok.keys.initiatorToResponder,
-            recvKey: ok.keys.responderToInitiator,
-            masker: this.masker,
-          }),
-          isClient: true,
-          peer: ok.params,
-          now: performance.now(),
-          config: { ...this.opts.session, maxDatagramSize: mtu },
-        });
-        const conn = new Connection(session, this.send);
-        this.conn = conn;
-        // First packet confirms the session to the server.
-        session.sendDatagram(new Uint8Array(0));
-        conn.flush();
-        this.resolveConn(conn);
+  private receiveLoop(sock: DatagramSocket, params: HelloParams | null): void {
+    sock.run((data, from) => {
+      if (from.port !== this.serverAddr?.port) return;
+      if (this.conn) {
+        this.conn.receive(data);
+        return;
       }
-    })();
+      if (!this.hello || !params || !this.resolveConn) return;
+      const ok = readServerHello(this.hello, this.masker, data);
+      if (!ok) return;
+      const mtu = Math.min(params.maxDatagramSize, ok.params.maxDatagramSize);
+      const session = new Session({
+        protector: new PacketCodec({
+          sessionId: this.hello.sessionId,
+          sendKey: ok.keys.initiatorToResponder,
+          recvKey: ok.keys.responderToInitiator,
+          masker: this.masker,
+        }),
+        isClient: true,
+        peer: ok.params,
+        now: performance.now(),
+        config: { ...this.opts.session, maxDatagramSize: mtu },
+      });
+      const conn = new Connection(session, this.send);
+      this.conn = conn;
+      // First packet confirms the session to the server.
+      session.sendDatagram(new Uint8Array(0));
+      conn.flush();
+      this.resolveConn(conn);
+    }).then(() => {
+      // Only the current socket's end ends the session.
+      if (sock === this.socket) this.conn?.close(CloseCode.INTERNAL, "socket closed");
+    });
   }
 
   private async connectOnce(): Promise<Connection> {
@@ -267,7 +256,7 @@ export class SessionRunner {
     const deadline = started + this.opts.connectTimeoutMs;
     let wait = 500;
     while (!this.conn && !this.stopped) {
-      this.socket?.send(hello.datagram, this.serverAddr!).catch(() => {});
+      this.socket?.send(hello.datagram, this.serverAddr!);
       const left = deadline - performance.now();
       if (left <= 0) break;
       let timer: ReturnType<typeof setTimeout> | undefined;

@@ -807,7 +807,7 @@ export class Session implements FrameSink {
 
   private refillPacing(now: number): void {
     const rate = this.cc.pacingRate;
-    const burst = Math.max(4 * this.config.maxDatagramSize, rate * 2);
+    const burst = Math.max(16 * this.config.maxDatagramSize, rate * 2);
     this.paceTokens = Math.min(burst, this.paceTokens + (now - this.paceTime) * rate);
     this.paceTime = now;
   }

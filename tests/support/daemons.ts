@@ -5,7 +5,14 @@
  */
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const PERMS = ["--allow-net", "--allow-read", "--allow-write", "--allow-env", "--allow-sys"];
+const PERMS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys",
+  "--allow-ffi",
+];
 
 /** Picks a free port on 127.0.0.1 for `transport`. */
 export function freePort(transport: "tcp" | "udp" = "tcp"): number {
