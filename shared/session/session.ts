@@ -80,7 +80,7 @@ export const defaultSessionConfig: SessionConfig = {
   maxData: 32 * 1024 * 1024,
   maxStreamData: 8 * 1024 * 1024,
   maxStreams: 8192,
-  sendBuffer: 1024 * 1024,
+  sendBuffer: 4 * 1024 * 1024,
   idleTimeout: 30_000,
   keepalive: 10_000,
   maxAckDelay: 10,

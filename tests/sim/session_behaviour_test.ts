@@ -272,7 +272,7 @@ function closedEvent(h: Harness, side: 0 | 1) {
 Deno.test("flow control: an unread stream never stalls another; its data stays within the stream window", () => {
   const win = 64 * 1024;
   const h = new Harness({
-    client: { maxStreamData: win },
+    client: { maxStreamData: win, sendBuffer: 1 << 20 },
     server: { maxStreamData: win, maxData: 16 << 20 },
   });
   const { client, server } = h;
@@ -389,7 +389,8 @@ Deno.test("reset: the peer reads RESET, both sides drop the stream", () => {
 });
 
 Deno.test("reset: the receiving side resets a stream it is being sent", () => {
-  const h = new Harness();
+  // A send buffer smaller than the payload keeps the writer writing.
+  const h = new Harness({ client: { sendBuffer: 1 << 20 } });
   const { client, server } = h;
   const id = client.openStream();
   const w = new Writer(client, id, payload(4, 2 << 20));

@@ -132,8 +132,11 @@ export class Testbed {
       "dev",
       this.tunS,
     );
-    await run("ip", "-n", this.client, "link", "set", this.tunC, "up");
-    await run("ip", "-n", this.server, "link", "set", this.tunS, "up");
+    // A deep device queue: the emulator reads one packet per call, so bursts
+    // wait here instead of being dropped before the emulator sees them (the
+    // emulator's own queue limit is the one the profiles set).
+    await run("ip", "-n", this.client, "link", "set", this.tunC, "txqueuelen", "10000", "up");
+    await run("ip", "-n", this.server, "link", "set", this.tunS, "txqueuelen", "10000", "up");
     const vs = `vs${this.id}`;
     const vt = `vt${this.id}`;
     await run(
