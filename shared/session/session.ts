@@ -901,7 +901,7 @@ export class Session implements FrameSink {
       if (len <= 0) return pos;
       const fin = st.finWritten && start + len === s.writeOffset;
       pos = writeStreamHeader(buf, pos, st.id, start, len, fin);
-      buf.set(s.view(start, len), pos);
+      s.copyTo(start, len, buf, pos);
       s.lost.remove(start, start + len);
       if (fin) st.finPending = false;
       frames.push({ kind: FRAME_STREAM, id: st.id, offset: start, len, fin });
@@ -920,7 +920,7 @@ export class Session implements FrameSink {
       const start = s.nextSend;
       const fin = st.finWritten && start + len === s.writeOffset;
       pos = writeStreamHeader(buf, pos, st.id, start, len, fin);
-      buf.set(s.view(start, len), pos);
+      s.copyTo(start, len, buf, pos);
       s.nextSend += len;
       this.sessionSent += len;
       if (fin) st.finPending = false;
