@@ -7,8 +7,11 @@
  * - handshake time (client hello → session ready)
  *
  * Prints a table and writes `bench/results/latest.json` (ignored by git).
+ * Then the network-namespace suite against shadowsocks-libev, kcptun and plain
+ * TCP (`peers.ts`, root only; `OSTP_BENCH_PEERS=0` skips it).
  */
 import { curl, startClient, startOrigin, startServer } from "../support/daemons.ts";
+import { runPeers } from "./peers.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
@@ -81,4 +84,10 @@ try {
   await client.daemon.stop();
   await server.daemon.stop();
   await origin.close();
+}
+
+if (Deno.env.get("OSTP_BENCH_PEERS") === "0") {
+  console.log("\npeers bench skipped (OSTP_BENCH_PEERS=0)");
+} else {
+  await runPeers();
 }

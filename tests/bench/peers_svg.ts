@@ -87,7 +87,9 @@ export function groupedBarSvg(
       `<line x1="${left}" y1="${yy}" x2="${W - right}" y2="${yy}" stroke="#dddddd"/>`,
     );
     out.push(
-      `<text x="${left - 6}" y="${Number(yy) + 4}" text-anchor="end">${fmt(v)}</text>`,
+      `<text x="${left - 6}" y="${Number(yy) + 4}" text-anchor="end">${
+        v >= 1 ? Math.round(v) : Number(v.toPrecision(1))
+      }</text>`,
     );
   }
   out.push(
