@@ -12,6 +12,7 @@
  */
 import { curl, startClient, startOrigin, startServer } from "../support/daemons.ts";
 import { runPeers } from "./peers.ts";
+import { benchSessions } from "./sessions.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
@@ -37,53 +38,82 @@ async function download(proxy: string[], url: string): Promise<number> {
   return (speed * 8) / 1e6;
 }
 
+/** One loopback measurement with the daemons on UDP implementation `impl`. */
+async function loopback(impl: "ffi" | "deno", url: string) {
+  Deno.env.set("OSTP_UDP", impl); // inherited by the daemons
+  const server = await startServer(["--log-level", "warning"]);
+  const client = await startClient(server.link);
+  const handshake = Number((await client.daemon.waitFor(/connected to \S+ in ([\d.]+) ms/))[1]);
+  try {
+    const tunnel: number[] = [];
+    const cpuServer: number[] = [];
+    const cpuClient: number[] = [];
+    for (let i = 0; i < RUNS; i++) {
+      const s0 = server.daemon.cpuSeconds();
+      const c0 = client.daemon.cpuSeconds();
+      tunnel.push(await download(["--socks5-hostname", `127.0.0.1:${client.proxyPort}`], url));
+      cpuServer.push(server.daemon.cpuSeconds() - s0);
+      cpuClient.push(client.daemon.cpuSeconds() - c0);
+    }
+    return {
+      tunnelMbps: median(tunnel),
+      serverCpuSeconds: median(cpuServer),
+      clientCpuSeconds: median(cpuClient),
+      handshakeMs: handshake,
+    };
+  } finally {
+    await client.daemon.stop();
+    await server.daemon.stop();
+    Deno.env.delete("OSTP_UDP");
+  }
+}
+
 const origin = startOrigin();
 const url = `http://127.0.0.1:${origin.port}/bytes/${SIZE}?seed=3`;
-const server = await startServer(["--log-level", "warning"]);
-const client = await startClient(server.link);
-const handshake = Number((await client.daemon.waitFor(/connected to \S+ in ([\d.]+) ms/))[1]);
 try {
   await download([], url); // warm the origin's cache
   const direct: number[] = [];
-  const tunnel: number[] = [];
-  const cpuServer: number[] = [];
-  const cpuClient: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    direct.push(await download([], url));
-    const s0 = server.daemon.cpuSeconds();
-    const c0 = client.daemon.cpuSeconds();
-    tunnel.push(await download(["--socks5-hostname", `127.0.0.1:${client.proxyPort}`], url));
-    cpuServer.push(server.daemon.cpuSeconds() - s0);
-    cpuClient.push(client.daemon.cpuSeconds() - c0);
-  }
+  for (let i = 0; i < RUNS; i++) direct.push(await download([], url));
+  const ffi = await loopback("ffi", url);
+  const deno = await loopback("deno", url);
   const result = {
     machine:
       `${Deno.build.os}/${Deno.build.arch}, ${navigator.hardwareConcurrency} cores, deno ${Deno.version.deno}`,
     sizeMiB: SIZE / MiB,
     runs: RUNS,
     directMbps: median(direct),
-    tunnelMbps: median(tunnel),
-    ratio: median(tunnel) / median(direct),
-    serverCpuSeconds: median(cpuServer),
-    clientCpuSeconds: median(cpuClient),
-    handshakeMs: handshake,
+    ...ffi,
+    ratio: ffi.tunnelMbps / median(direct),
+    denoUdp: deno,
   };
+  const row = (label: string, v: string) => console.log(`  ${label.padEnd(34)}${v.padStart(9)}`);
   console.log(
     `\nostp bench (${result.machine}), ${result.sizeMiB} MiB over loopback, median of ${RUNS}`,
   );
-  console.log(`  direct TCP             ${result.directMbps.toFixed(0).padStart(7)} Mbit/s`);
-  console.log(`  ostp (SOCKS5, curl)    ${result.tunnelMbps.toFixed(0).padStart(7)} Mbit/s`);
-  console.log(`  ratio ostp/direct      ${(result.ratio * 100).toFixed(1).padStart(7)} %`);
-  console.log(`  server CPU             ${result.serverCpuSeconds.toFixed(2).padStart(7)} s`);
-  console.log(`  client CPU             ${result.clientCpuSeconds.toFixed(2).padStart(7)} s`);
-  console.log(`  handshake              ${result.handshakeMs.toFixed(1).padStart(7)} ms`);
+  row("direct TCP", `${result.directMbps.toFixed(0)} Mbit/s`);
+  row("ostp (SOCKS5, curl), FFI UDP", `${ffi.tunnelMbps.toFixed(0)} Mbit/s`);
+  row("ratio ostp/direct", `${(result.ratio * 100).toFixed(1)} %`);
+  row("server CPU, FFI UDP", `${ffi.serverCpuSeconds.toFixed(2)} s`);
+  row("client CPU, FFI UDP", `${ffi.clientCpuSeconds.toFixed(2)} s`);
+  row("handshake", `${ffi.handshakeMs.toFixed(1)} ms`);
+  row("ostp with Deno's UDP API", `${deno.tunnelMbps.toFixed(0)} Mbit/s`);
+  row("server CPU, Deno UDP", `${deno.serverCpuSeconds.toFixed(2)} s`);
+  row("client CPU, Deno UDP", `${deno.clientCpuSeconds.toFixed(2)} s`);
   const dir = new URL("../../bench/results/", import.meta.url);
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(new URL("latest.json", dir), JSON.stringify(result, null, 2) + "\n");
 } finally {
-  await client.daemon.stop();
-  await server.daemon.stop();
   await origin.close();
+}
+
+if (Deno.env.get("OSTP_BENCH_SESSIONS") !== "0") {
+  const f = await benchSessions(1000);
+  console.log(`\nsessions (${f.sessions} idle sessions on one server)`);
+  console.log(
+    `  server RSS             ${f.rssBeforeMiB.toFixed(1)} → ${f.rssAfterMiB.toFixed(1)} MiB`,
+  );
+  console.log(`  memory per session     ${f.kibPerSession.toFixed(1).padStart(7)} KiB`);
+  console.log(`  handshakes per CPU s   ${f.handshakesPerSecond.toFixed(0).padStart(7)}`);
 }
 
 if (Deno.env.get("OSTP_BENCH_PEERS") === "0") {

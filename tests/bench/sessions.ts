@@ -28,7 +28,7 @@ export async function benchSessions(count = 1000): Promise<SessionFigures> {
     JSON.stringify({
       listen: [`127.0.0.1:${port}`],
       keys: [formatAccessKey(key, "hex")],
-      maxSessions: count + 10,
+      maxSessions: count + 5000,
       handshakeRate: 100000,
       handshakeBurst: 100000,
       log: { level: "warning", format: "text" },
