@@ -34,7 +34,8 @@
  *
  * Knobs (env): OSTP_PEERS_RUNS (3), OSTP_PEERS_CAP_S (60), OSTP_PEERS_SCALE
  * (1: multiplies payload sizes), OSTP_PEERS_ONLY (peer ids, comma-separated),
- * OSTP_PEERS_PROFILES (profile ids), OSTP_PEERS_HOL=0 (skip head-of-line).
+ * OSTP_PEERS_PROFILES (profile ids), OSTP_PEERS_HOL=0 (skip head-of-line),
+ * OSTP_PEERS_HOL_BULK_RATE (rate-limit the bulk download beside the small requests).
  * @module
  */
 
@@ -613,6 +614,11 @@ async function headOfLine(n = 20): Promise<HolResult> {
           "-",
           "-m",
           "120",
+          // OSTP_PEERS_HOL_BULK_RATE (curl --limit-rate, e.g. 20M) shows how the
+          // figure depends on the bulk transfer's load.
+          ...(Deno.env.get("OSTP_PEERS_HOL_BULK_RATE")
+            ? ["--limit-rate", Deno.env.get("OSTP_PEERS_HOL_BULK_RATE")!]
+            : []),
           ...running.curl(`/bytes/${bulkSize}`),
         ],
         stdout: "piped",
