@@ -13,6 +13,7 @@
 import { curl, startClient, startOrigin, startServer } from "../support/daemons.ts";
 import { runPeers } from "./peers.ts";
 import { benchSessions } from "./sessions.ts";
+import { benchUsers } from "./users.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
@@ -114,6 +115,19 @@ if (Deno.env.get("OSTP_BENCH_SESSIONS") !== "0") {
   );
   console.log(`  memory per session     ${f.kibPerSession.toFixed(1).padStart(7)} KiB`);
   console.log(`  handshakes per CPU s   ${f.handshakesPerSecond.toFixed(0).padStart(7)}`);
+}
+
+if (Deno.env.get("OSTP_BENCH_USERS") !== "0") {
+  benchUsers([1, 10], 50); // warm the JIT
+  console.log("\nhandshake cost against access keys (in-process, worst case: the last key)");
+  for (const r of benchUsers()) {
+    console.log(
+      `  ${String(r.keys).padStart(5)} keys   ${
+        r.usPerHandshake.toFixed(0).padStart(6)
+      } µs per handshake   ` +
+        `${r.usPerWrongKeyHello.toFixed(0).padStart(6)} µs per wrong-key hello`,
+    );
+  }
 }
 
 if (Deno.env.get("OSTP_BENCH_PEERS") === "0") {
