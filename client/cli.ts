@@ -5,6 +5,9 @@
  *
  * Precedence: defaults < config file < share link < flags. A share link is
  * the only argument a user needs: `ostp-client 'ostp://KEY@host:8443#name'`.
+ *
+ * Subcommands: `init server|client [path] [--force]` (a commented template)
+ * and `check <config>` (validate a client config file).
  * @module
  */
 
@@ -21,12 +24,29 @@ import {
 } from "../shared/config/types.ts";
 import { type ClientConfig, parseClientConfig } from "../shared/config/client_config.ts";
 import { decodeShareLink, LinkError, type ShareLink } from "../shared/link.ts";
+import { baseCommand, initConfig, runCommander } from "../server/cli.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
-/** What {@link parseClientArgs} decided. `text` has no trailing newline (print it with `console.log`). */
+/**
+ * What {@link parseClientArgs} decided. `text` has no trailing newline (print it with `console.log`).
+ * `init` and `check` print `text` on stdout (exit 0); `error` is a usage or
+ * validation error (exit 2), `failure` a runtime error such as a file that
+ * exists or cannot be written (exit 1).
+ */
 export type ClientCliResult =
   | { kind: "run"; config: ClientConfig; configPath?: string; name?: string }
-  | { kind: "help" | "version" | "error"; text: string };
+  | { kind: "init"; text: string; path?: string }
+  | { kind: "check"; text: string; config: ClientConfig }
+  | { kind: "help" | "version" | "error" | "failure"; text: string };
+
+/** Subcommand names `ostp-client` recognises as its first argument. */
+export const CLIENT_COMMANDS = ["init", "check"] as const;
+
+const COMMANDS_HELP = `
+Commands:
+  init server|client [path] [--force]  write a commented config template (stdout without a path)
+  check <config>                       validate a client config file
+Run "ostp-client <command> --help" for a command's options.`;
 
 interface ClientOptions {
   config?: string;
@@ -58,6 +78,8 @@ function buildProgram(output: { out: string; err: string }): Command {
     })
     .showHelpAfterError("(run with --help for usage)")
     .allowExcessArguments(false)
+    .usage("[options] [link]\n       ostp-client <command> [args]")
+    .addHelpText("after", COMMANDS_HELP)
     .argument("[link]", "an ostp:// share link (all a client needs)")
     .option("-c, --config <file>", "config file (JSON with comments)")
     .option("-s, --server <host:port>", "server address")
@@ -87,6 +109,8 @@ export async function parseClientArgs(argv: string[]): Promise<ClientCliResult> 
 }
 
 async function parse(argv: string[]): Promise<ClientCliResult> {
+  if (argv[0] === "init") return await initConfig("ostp-client", argv.slice(1));
+  if (argv[0] === "check") return await checkCommand(argv.slice(1));
   const output = { out: "", err: "" };
   const program = buildProgram(output);
   try {
@@ -218,4 +242,22 @@ async function parse(argv: string[]): Promise<ClientCliResult> {
   if (o.config !== undefined) result.configPath = o.config;
   if (link?.name !== undefined) result.name = link.name;
   return result;
+}
+
+/** `check <config>`: validates a client config file; errors never contain a value from it. */
+async function checkCommand(argv: string[]): Promise<ClientCliResult> {
+  const output = { out: "", err: "" };
+  const cmd = baseCommand("ostp-client check", output)
+    .description("Validate a client config file: prints ok, or one line per problem.")
+    .argument("<config>", "client config file (JSON with comments)");
+  const early = await runCommander(cmd, argv, output);
+  if (early) return early;
+  const path = cmd.args[0];
+  try {
+    const config = parseClientConfig(await readJsoncFile(path), path);
+    return { kind: "check", text: "ok", config };
+  } catch (e) {
+    if (e instanceof ConfigError) return errorResult(e);
+    throw e;
+  }
 }

@@ -15,9 +15,10 @@ const log = getLog("client");
 export async function main(argv: string[]): Promise<number> {
   const parsed = await parseClientArgs(argv);
   if (parsed.kind !== "run") {
-    const out = parsed.kind === "error" ? console.error : console.log;
-    out(parsed.text);
-    return parsed.kind === "error" ? 2 : 0;
+    // error: usage or validation (exit 2); failure: runtime, e.g. a file not written (exit 1).
+    const failed = parsed.kind === "error" || parsed.kind === "failure";
+    (failed ? console.error : console.log)(parsed.text);
+    return parsed.kind === "error" ? 2 : parsed.kind === "failure" ? 1 : 0;
   }
   await setupLogging(parsed.config.log);
   const client = new OstpClient(parsed.config);

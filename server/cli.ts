@@ -2,27 +2,65 @@
  * Command line of `ostp-server`: parses the arguments into a validated
  * {@link ServerConfig} (defaults < config file < flags) without printing or
  * exiting; the caller prints `text` and picks the exit code.
+ *
+ * Besides running the server (`ostp-server --key … --listen …`), it has
+ * subcommands: `init server|client [path]`, `check <config>`,
+ * `genkey [--count N] [--format hex|base64url]` and
+ * `links <config> [--public-address host:port] [--qr]`.
  * @module
  */
 
-import { Command, CommanderError, Option } from "commander";
+import { Argument, Command, CommanderError, Option } from "commander";
 import { formatAccessKey, generateAccessKey } from "../shared/crypto/keys.ts";
 import {
   ConfigError,
   type ConfigIssue,
+  formatHostPort,
+  type HostPort,
+  HostPortError,
   isPlainObject,
+  isUnspecifiedHost,
   LOG_FORMATS,
   LOG_LEVELS,
+  parseHostPort,
   readJsoncFile,
 } from "../shared/config/types.ts";
-import { parseServerConfig, type ServerConfig } from "../shared/config/server_config.ts";
+import {
+  parseServerConfig,
+  type ServerConfig,
+  serverConfigTemplate,
+} from "../shared/config/server_config.ts";
+import { clientConfigTemplate } from "../shared/config/client_config.ts";
+import { encodeShareLink, LinkError } from "../shared/link.ts";
+import { terminalQr } from "../shared/qr.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
-/** What {@link parseServerArgs} decided. `text` has no trailing newline (print it with `console.log`). */
+/**
+ * What {@link parseServerArgs} decided. `text` has no trailing newline (print it with `console.log`).
+ *
+ * - `run`: start the server.
+ * - `generate-key`, `genkey`: keys to print on stdout (exit 0).
+ * - `init`: the template to print (`path` absent) or the confirmation that it was written to `path`.
+ * - `check`: the config is valid; `text` is `ok`.
+ * - `links`: share links (and QR codes) to print on stdout; `warning` goes to stderr.
+ * - `help`, `version`: print on stdout, exit 0.
+ * - `error`: usage or validation error (stderr, exit 2).
+ * - `failure`: runtime error such as a file that exists or cannot be written (stderr, exit 1).
+ */
 export type ServerCliResult =
   | { kind: "run"; config: ServerConfig; configPath?: string }
   | { kind: "generate-key"; text: string }
-  | { kind: "help" | "version" | "error"; text: string };
+  | { kind: "genkey"; text: string; keys: Uint8Array[] }
+  | { kind: "init"; text: string; path?: string }
+  | { kind: "check"; text: string; config: ServerConfig }
+  | { kind: "links"; text: string; links: string[]; warning?: string }
+  | { kind: "help" | "version" | "error" | "failure"; text: string };
+
+/** Subcommand names `ostp-server` recognises as its first argument. */
+export const SERVER_COMMANDS = ["init", "check", "genkey", "links"] as const;
+
+/** Most keys `genkey --count` prints at once. */
+export const MAX_GENKEY_COUNT = 1000;
 
 /** Error text when the server would start without any access key. */
 export const NO_KEY_MESSAGE =
@@ -42,10 +80,22 @@ interface ServerOptions {
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
 
-function buildProgram(output: { out: string; err: string }): Command {
-  return new Command("ostp-server")
-    .description("OSTP server: accepts tunnel clients and relays their traffic to the internet.")
-    .version(denoJson.version, "-V, --version", "print the version")
+const COMMANDS_HELP = `
+Commands:
+  init server|client [path] [--force]  write a commented config template (stdout without a path)
+  check <config>                       validate a server config file
+  genkey [--count N] [--format hex|base64url]
+                                       print fresh access keys, one per line
+  links <config> [--public-address host:port] [--qr]
+                                       print each key's ostp:// share link (and a QR code)
+Run "ostp-server <command> --help" for a command's options.`;
+
+/**
+ * A commander program that reports through `output` instead of printing or
+ * exiting (also used by `ostp-client`'s subcommands).
+ */
+export function baseCommand(name: string, output: { out: string; err: string }): Command {
+  return new Command(name)
     .helpOption("-h, --help", "show this help")
     .exitOverride()
     .configureOutput({
@@ -57,7 +107,15 @@ function buildProgram(output: { out: string; err: string }): Command {
       getErrHasColors: () => false,
     })
     .showHelpAfterError("(run with --help for usage)")
-    .allowExcessArguments(false)
+    .allowExcessArguments(false);
+}
+
+function buildProgram(output: { out: string; err: string }): Command {
+  return baseCommand("ostp-server", output)
+    .description("OSTP server: accepts tunnel clients and relays their traffic to the internet.")
+    .version(denoJson.version, "-V, --version", "print the version")
+    .usage("[options]\n       ostp-server <command> [args]")
+    .addHelpText("after", COMMANDS_HELP)
     .option("-c, --config <file>", "config file (JSON with comments)")
     .option(
       "-l, --listen <host:port>",
@@ -113,9 +171,18 @@ export async function parseServerArgs(argv: string[]): Promise<ServerCliResult> 
   return r;
 }
 
-async function parse(argv: string[]): Promise<ServerCliResult> {
-  const output = { out: "", err: "" };
-  const program = buildProgram(output);
+/** The results every program can end with before doing anything. */
+export type EarlyResult = { kind: "help" | "version" | "error"; text: string };
+
+/**
+ * Runs commander on `argv`; returns the help/version/usage-error result, or
+ * undefined to go on (also used by `ostp-client`).
+ */
+export async function runCommander(
+  program: Command,
+  argv: string[],
+  output: { out: string; err: string },
+): Promise<EarlyResult | undefined> {
   try {
     await program.parseAsync(argv, { from: "user" });
   } catch (e) {
@@ -126,6 +193,24 @@ async function parse(argv: string[]): Promise<ServerCliResult> {
     if (e.code === "commander.version") return { kind: "version", text: output.out };
     return { kind: "error", text: output.err || `error: ${e.message}` };
   }
+  return undefined;
+}
+
+async function parse(argv: string[]): Promise<ServerCliResult> {
+  switch (argv[0]) {
+    case "init":
+      return await initCommand(argv.slice(1));
+    case "check":
+      return await checkCommand(argv.slice(1));
+    case "genkey":
+      return await genkeyCommand(argv.slice(1));
+    case "links":
+      return await linksCommand(argv.slice(1));
+  }
+  const output = { out: "", err: "" };
+  const program = buildProgram(output);
+  const early = await runCommander(program, argv, output);
+  if (early) return early;
   const o = program.opts<ServerOptions>();
 
   if (o.generateKey !== undefined) {
@@ -190,4 +275,194 @@ async function parse(argv: string[]): Promise<ServerCliResult> {
   }
   if (!config || issues.length > 0) return errorResult(new ConfigError(issues, o.config));
   return { kind: "run", config, configPath: o.config };
+}
+
+// --- subcommands -------------------------------------------------------------
+
+/**
+ * Writes `text` to `path`, refusing to replace an existing file unless
+ * `force`. New files are created readable by the owner only (they hold keys).
+ */
+export async function writeConfigFile(
+  path: string,
+  text: string,
+  force: boolean,
+): Promise<{ ok: true } | { ok: false; kind: "error" | "failure"; text: string }> {
+  try {
+    await Deno.writeTextFile(path, text, { createNew: !force, mode: 0o600 });
+    return { ok: true };
+  } catch (e) {
+    if (e instanceof Deno.errors.AlreadyExists) {
+      return {
+        ok: false,
+        kind: "failure",
+        text: `error: ${path} already exists (pass --force to overwrite it)`,
+      };
+    }
+    const reason = e instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : e instanceof Deno.errors.NotFound
+      ? "no such directory"
+      : e instanceof Deno.errors.IsADirectory
+      ? "is a directory"
+      : (e as Error).message;
+    return { ok: false, kind: "failure", text: `error: cannot write ${path}: ${reason}` };
+  }
+}
+
+/** What `init` ends with. */
+export type InitResult =
+  | { kind: "init"; text: string; path?: string }
+  | { kind: "help" | "version" | "error" | "failure"; text: string };
+
+/** `init server|client [path] [--force]`, shared by both programs. */
+export async function initConfig(program: string, argv: string[]): Promise<InitResult> {
+  const output = { out: "", err: "" };
+  const cmd = baseCommand(`${program} init`, output)
+    .description(
+      "Write a config template with every field, its default and a comment.\n" +
+        "A server template holds a freshly generated key; a client template a placeholder key\n" +
+        "to replace with the one the server gave you. Without a path it is printed.",
+    )
+    .addArgument(new Argument("<kind>", "which config").choices(["server", "client"]))
+    .argument("[path]", "file to write (refused if it exists, unless --force)")
+    .option("-f, --force", "overwrite an existing file");
+  const early = await runCommander(cmd, argv, output);
+  if (early) return early;
+  const [kind, path] = cmd.args as [string, string | undefined];
+  const text = kind === "server" ? serverConfigTemplate() : clientConfigTemplate();
+  if (path === undefined) return { kind: "init", text };
+  const w = await writeConfigFile(path, text, cmd.opts<{ force?: boolean }>().force === true);
+  if (!w.ok) return { kind: w.kind, text: w.text };
+  return {
+    kind: "init",
+    path,
+    text: `wrote ${path}\nvalidate it with: ${program} check ${path}`,
+  };
+}
+
+function initCommand(argv: string[]): Promise<ServerCliResult> {
+  return initConfig("ostp-server", argv);
+}
+
+/** Reads and validates a server config file; the error text never contains a value from it. */
+async function loadConfig(path: string): Promise<ServerConfig | ServerCliResult> {
+  try {
+    return parseServerConfig(await readJsoncFile(path), path);
+  } catch (e) {
+    if (e instanceof ConfigError) return errorResult(e);
+    throw e;
+  }
+}
+
+function isResult(v: ServerConfig | ServerCliResult): v is ServerCliResult {
+  return "kind" in v;
+}
+
+async function checkCommand(argv: string[]): Promise<ServerCliResult> {
+  const output = { out: "", err: "" };
+  const cmd = baseCommand("ostp-server check", output)
+    .description("Validate a server config file: prints ok, or one line per problem.")
+    .argument("<config>", "server config file (JSON with comments)");
+  const early = await runCommander(cmd, argv, output);
+  if (early) return early;
+  const loaded = await loadConfig(cmd.args[0]);
+  if (isResult(loaded)) return loaded;
+  return { kind: "check", text: "ok", config: loaded };
+}
+
+/** `genkey [--count N] [--format hex|base64url]`. */
+async function genkeyCommand(argv: string[]): Promise<ServerCliResult> {
+  const output = { out: "", err: "" };
+  const cmd = baseCommand("ostp-server genkey", output)
+    .description("Print fresh random access keys, one per line.")
+    .option("-n, --count <n>", `how many keys (1..${MAX_GENKEY_COUNT})`, "1")
+    .addOption(
+      new Option("--format <fmt>", "key encoding").choices(["hex", "base64url"]).default("hex"),
+    );
+  const early = await runCommander(cmd, argv, output);
+  if (early) return early;
+  const o = cmd.opts<{ count: string; format: "hex" | "base64url" }>();
+  const count = /^\d{1,7}$/.test(o.count.trim()) ? Number(o.count.trim()) : NaN;
+  if (!(count >= 1 && count <= MAX_GENKEY_COUNT)) {
+    return {
+      kind: "error",
+      text: `error: --count: expected an integer from 1 to ${MAX_GENKEY_COUNT}`,
+    };
+  }
+  const keys = Array.from({ length: count }, () => generateAccessKey());
+  return {
+    kind: "genkey",
+    keys,
+    text: keys.map((k) => formatAccessKey(k, o.format)).join("\n"),
+  };
+}
+
+/** `links <config> [--public-address host:port] [--qr]`. */
+async function linksCommand(argv: string[]): Promise<ServerCliResult> {
+  const output = { out: "", err: "" };
+  const cmd = baseCommand("ostp-server links", output)
+    .description(
+      "Print the ostp:// share link of every key in a server config (they carry the keys:\n" +
+        "treat them like passwords), optionally with a QR code for phones to scan.",
+    )
+    .argument("<config>", "server config file (JSON with comments)")
+    .option("--public-address <host:port>", "address clients reach the server at")
+    .option("--qr", "also print each link as a QR code");
+  const early = await runCommander(cmd, argv, output);
+  if (early) return early;
+  const o = cmd.opts<{ publicAddress?: string; qr?: boolean }>();
+
+  let override: HostPort | undefined;
+  if (o.publicAddress !== undefined) {
+    try {
+      override = parseHostPort(o.publicAddress);
+    } catch (e) {
+      if (!(e instanceof HostPortError)) throw e;
+      return { kind: "error", text: `error: --public-address: ${e.message}` };
+    }
+    if (override.port === 0 || isUnspecifiedHost(override.host)) {
+      return {
+        kind: "error",
+        text: "error: --public-address: must be an address and port clients can connect to",
+      };
+    }
+  }
+  const loaded = await loadConfig(cmd.args[0]);
+  if (isResult(loaded)) return loaded;
+  const config = loaded;
+
+  let warning: string | undefined;
+  let server = override ?? config.publicAddress;
+  if (!server) {
+    const first = config.listen[0];
+    if (first.port === 0) {
+      return {
+        kind: "error",
+        text: "error: the first listen address has port 0 (random): pass --public-address",
+      };
+    }
+    server = first;
+    if (isUnspecifiedHost(first.host)) {
+      server = { host: "127.0.0.1", port: first.port };
+      warning = `warning: ${formatHostPort(first)} is a wildcard address, so these links use ` +
+        `${formatHostPort(server)}; clients elsewhere need --public-address (or publicAddress ` +
+        `in the config)`;
+    }
+  }
+  let links: string[];
+  try {
+    links = config.keys.map((key) => encodeShareLink({ key, server, mtu: config.mtu }));
+  } catch (e) {
+    if (e instanceof LinkError) return { kind: "error", text: `error: ${e.message}` };
+    throw e;
+  }
+  const parts: string[] = [];
+  for (const link of links) {
+    parts.push(link);
+    if (o.qr) parts.push(await terminalQr(link));
+  }
+  const result: ServerCliResult = { kind: "links", links, text: parts.join("\n") };
+  if (warning) result.warning = warning;
+  return result;
 }
