@@ -272,9 +272,32 @@ function writeStderr(line: string): void {
   }
 }
 
-function makeSink(format: LogConfig["format"], output: ((line: string) => void) | null): Sink {
+const LEVEL_ORDER = ["trace", "debug", "info", "warning", "error", "fatal"];
+
+/**
+ * The level in force for a category path: the most specific entry of
+ * `categories` that is a prefix of it (below the root), else `level`.
+ */
+export function levelFor(cfg: LogConfig, category: readonly string[]): string {
+  const cats = cfg.categories;
+  if (cats) {
+    for (let n = category.length; n > 1; n--) {
+      const hit = cats[category.slice(1, n).join(".")];
+      if (hit) return hit;
+    }
+  }
+  return cfg.level;
+}
+
+function makeSink(cfg: LogConfig, output: ((line: string) => void) | null): Sink {
+  const format = cfg.format;
+  const perCategory = cfg.categories && Object.keys(cfg.categories).length > 0;
   return (r: LogRecord) => {
     if (output === null && listeners.size === 0) return;
+    if (
+      perCategory &&
+      LEVEL_ORDER.indexOf(r.level) < LEVEL_ORDER.indexOf(levelFor(cfg, r.category))
+    ) return;
     const rec = toListenerRecord(r);
     if (output !== null) {
       output(format === "json" ? formatJsonLine(rec) : formatTextLine(rec, r.rawMessage));
@@ -301,15 +324,25 @@ export function setupLogging(cfg: LogConfig, options: LogOutputOptions = {}): Pr
   const run = chain.then(() =>
     configure({
       reset: true,
-      sinks: { main: makeSink(cfg.format, output) },
+      sinks: { main: makeSink(cfg, output) },
       loggers: [
-        { category: [ROOT_CATEGORY], sinks: ["main"], lowestLevel: cfg.level },
+        // The root passes the most verbose level configured anywhere; the sink
+        // then applies the level of each record's own category.
+        { category: [ROOT_CATEGORY], sinks: ["main"], lowestLevel: mostVerbose(cfg) },
         { category: ["logtape", "meta"], sinks: ["main"], lowestLevel: "warning" },
       ],
     })
   );
   chain = run.catch(() => {});
   return run;
+}
+
+function mostVerbose(cfg: LogConfig): LogConfig["level"] {
+  let best = cfg.level;
+  for (const l of Object.values(cfg.categories ?? {})) {
+    if (LEVEL_ORDER.indexOf(l) < LEVEL_ORDER.indexOf(best)) best = l;
+  }
+  return best;
 }
 
 /** The logger for `category` under the root (`"server.dispatcher"` → `["ostp","server","dispatcher"]`). */

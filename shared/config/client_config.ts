@@ -173,6 +173,8 @@ export function clientConfigTemplate(
   // Reconnect backoff: first delay and ceiling, in seconds.
   "reconnect": { "initialDelay": ${d.reconnect.initialDelay}, "maxDelay": ${d.reconnect.maxDelay} },
   // Logging: level trace|debug|info|warning|error, format text|json (to stderr).
+  // Levels per category may override it, most specific first:
+  //   "categories": { "server.dispatcher": "debug", "client": "warning" }
   "log": { "level": "${d.log.level}", "format": "${d.log.format}" },
 }
 `;

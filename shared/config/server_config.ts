@@ -190,6 +190,8 @@ ${keyLines}
   // Largest datagram sent, in bytes (576..65000).
   "mtu": ${d.mtu},
   // Logging: level trace|debug|info|warning|error, format text|json (to stderr).
+  // Levels per category may override it, most specific first:
+  //   "categories": { "server.dispatcher": "debug", "client": "warning" }
   "log": { "level": "${d.log.level}", "format": "${d.log.format}" },
 }
 `;

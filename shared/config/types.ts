@@ -27,6 +27,11 @@ export interface LogConfig {
   level: LogLevelName;
   /** `text` for people, `json` (one object per line) for machines. */
   format: LogFormat;
+  /**
+   * Levels for categories under "ostp", most specific first wins, e.g.
+   * `{ "server.dispatcher": "debug", "client": "warning" }`.
+   */
+  categories?: Record<string, LogLevelName>;
 }
 
 /** A host and a port; `host` is a domain name, IPv4, or IPv6 WITHOUT brackets. */
@@ -733,11 +738,31 @@ export const DEFAULT_LOG: Readonly<LogConfig> = Object.freeze({ level: "info", f
 
 /** Reads the `log` object of either daemon's config. */
 export function readLogConfig(parent: ObjectReader): LogConfig {
-  const r = parent.object("log", ["level", "format"]);
-  return {
+  const r = parent.object("log", ["level", "format", "categories"]);
+  const out: LogConfig = {
     level: r.oneOf("level", DEFAULT_LOG.level, LOG_LEVELS),
     format: r.oneOf("format", DEFAULT_LOG.format, LOG_FORMATS),
   };
+  const raw = r.get("categories");
+  if (raw !== undefined && raw !== null) {
+    const path = r.at("categories");
+    if (!isPlainObject(raw)) {
+      r.add(path, `expected an object of "category": "level", got ${typeName(raw)}`);
+    } else {
+      const categories: Record<string, LogLevelName> = {};
+      for (const [name, level] of Object.entries(raw)) {
+        if (!/^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/.test(name)) {
+          r.add(joinPath(path, name), 'expected a category such as "server.dispatcher"');
+        } else if (
+          typeof level !== "string" || !(LOG_LEVELS as readonly string[]).includes(level)
+        ) {
+          r.add(joinPath(path, name), `expected one of ${LOG_LEVELS.join(", ")}`);
+        } else categories[name] = level as LogLevelName;
+      }
+      out.categories = categories;
+    }
+  }
+  return out;
 }
 
 /** Reads an access key string at `path`; the message never includes the key. */

@@ -3,6 +3,7 @@ import {
   addLogListener,
   getLog,
   isSecretName,
+  levelFor,
   type LogListenerRecord,
   redact,
   REDACTED,
@@ -144,4 +145,28 @@ Deno.test("log: redact helpers", () => {
   circular.self = circular;
   assertEquals(sanitizeLogValue(circular), { a: 1, self: "[circular]" });
   assertEquals(sanitizeLogValue({ m: new Map([["token", "x"]]) }), { m: { token: REDACTED } });
+});
+
+Deno.test("log: a level per category, most specific prefix wins", async () => {
+  const lines: string[] = [];
+  await setupLogging({
+    level: "warning",
+    format: "text",
+    categories: { "server": "info", "server.dispatcher": "debug", "client": "error" },
+  }, { output: (l) => lines.push(l) });
+  getLog("server.dispatcher").debug("d-debug");
+  getLog("server.relay").debug("r-debug");
+  getLog("server.relay").info("r-info");
+  getLog("client").warn("c-warn");
+  getLog("client.proxy").error("c-error");
+  getLog("misc").info("m-info");
+  getLog("misc").warn("m-warn");
+  const seen = (m: string) => lines.some((l) => l.includes(m));
+  assert(seen("d-debug") && seen("r-info") && seen("c-error") && seen("m-warn"));
+  assert(!seen("r-debug") && !seen("c-warn") && !seen("m-info"));
+  assertEquals(
+    levelFor({ level: "info", format: "text", categories: { a: "debug" } }, ["ostp", "a", "b"]),
+    "debug",
+  );
+  await setupLogging({ level: "info", format: "text" }, { output: null });
 });
