@@ -58,7 +58,10 @@ export interface DispatcherOptions {
 /** One live session on the server. */
 export interface ServerSession {
   readonly id: number;
-  readonly keyIndex: number;
+  /** Index of the session's key in the key list it was accepted under. */
+  keyIndex: number;
+  /** The key entry itself (survives reloads that reorder keys). */
+  readonly key: KeyEntry;
   readonly conn: Connection;
   addr: Deno.NetAddr;
   addrKey: string;
@@ -85,9 +88,12 @@ export const KEY_TRIALS_PER_SECOND = 50_000;
 /** New-highest authenticated packets in a row from a new address before a session moves there. */
 export const ROAM_CONFIRMATIONS = 2;
 
-interface KeyEntry {
-  secrets: KeySecrets;
-  masker: Masker;
+/** One access key's cached secrets. */
+export interface KeyEntry {
+  /** The key bytes (kept to match keys across reloads; never logged). */
+  readonly raw: Uint8Array;
+  readonly secrets: KeySecrets;
+  readonly masker: Masker;
 }
 
 /** Key of an address in maps. */
@@ -113,21 +119,18 @@ export class Dispatcher {
   /** Called when a session ended. */
   onSessionClosed: (s: ServerSession, reason: string) => void = () => {};
 
-  private readonly keys: KeyEntry[];
+  private keys: KeyEntry[];
   private readonly sessions = new Map<number, ServerSession>();
   private readonly byAddr = new Map<string, ServerSession>();
   private readonly replay: ReplayCache;
-  private readonly handshakeTokens: TokenBucket;
+  private handshakeTokens: TokenBucket;
   /** Key trials (one HMAC each) per second: bounds the work junk can cause with many keys. */
   private readonly trialTokens = new TokenBucket(KEY_TRIALS_PER_SECOND, 2 * KEY_TRIALS_PER_SECOND);
   private readonly wallClock: () => number;
   private readonly params: HelloParams;
 
   constructor(private readonly opts: DispatcherOptions) {
-    this.keys = opts.keys.map((k) => {
-      const secrets = deriveSecrets(k);
-      return { secrets, masker: new Masker(secrets.obfsKey) };
-    });
+    this.keys = opts.keys.map(keyEntry);
     this.replay = new ReplayCache({
       capacity: opts.replayCacheSize,
       windowMs: 2 * opts.replayWindowMs,
@@ -175,7 +178,7 @@ export class Dispatcher {
       for (let k = 0; k < this.keys.length; k++) {
         const sid = unmaskSessionId(this.keys[k].masker, data);
         const s = this.sessions.get(sid);
-        if (!s || s.keyIndex !== k || s === known) continue;
+        if (!s || s.key !== this.keys[k] || s === known) continue;
         const r = s.conn.receive(data);
         if (r === Receive.DROPPED) continue;
         s.established = true;
@@ -302,6 +305,7 @@ export class Dispatcher {
     const s: ServerSession = {
       id: hello.sessionId,
       keyIndex: k,
+      key: this.keys[k],
       conn,
       addr: peer.addr,
       addrKey: key,
@@ -330,10 +334,56 @@ export class Dispatcher {
     conn.flush();
   }
 
+  /**
+   * Replaces the access keys (hot reload). Sessions under keys that remain
+   * keep running; sessions under removed keys are closed with `reason`.
+   * Returns how many sessions were closed.
+   */
+  updateKeys(keys: Uint8Array[], code: number, reason: string): number {
+    const old = new Map(this.keys.map((e) => [hex(e.raw), e]));
+    this.keys = keys.map((k) => old.get(hex(k)) ?? keyEntry(k));
+    const live = new Set(this.keys);
+    let closed = 0;
+    for (const s of [...this.sessions.values()]) {
+      const idx = this.keys.indexOf(s.key);
+      if (idx >= 0) {
+        s.keyIndex = idx;
+        continue;
+      }
+      if (!live.has(s.key)) {
+        s.conn.close(code, reason);
+        closed++;
+      }
+    }
+    return closed;
+  }
+
+  /** Changes the limits that a reload may change. */
+  updateLimits(
+    limits: { maxSessions: number; handshakeRate: number; handshakeBurst: number },
+  ): void {
+    this.opts.maxSessions = limits.maxSessions;
+    this.handshakeTokens = new TokenBucket(limits.handshakeRate, limits.handshakeBurst);
+  }
+
+  /** Number of access keys. */
+  get keyCount(): number {
+    return this.keys.length;
+  }
+
   /** Closes every session with a reason. */
   closeAll(code: number, reason: string): void {
     for (const s of [...this.sessions.values()]) s.conn.close(code, reason);
   }
+}
+
+function keyEntry(raw: Uint8Array): KeyEntry {
+  const secrets = deriveSecrets(raw);
+  return { raw: raw.slice(), secrets, masker: new Masker(secrets.obfsKey) };
+}
+
+function hex(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {
