@@ -105,6 +105,7 @@ export class OstpClient {
       port: this.config.listen.port,
       dialer: this.pool.dial,
       auth: this.config.auth,
+      udp: { openFlow: this.pool.openUdpFlow },
       onError: (e) => {
         if (!isExpectedDisconnect(e)) {
           log.debug("proxy connection error: {error}", { error: String(e) });

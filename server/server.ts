@@ -17,6 +17,7 @@ import { type DatagramSocket, openUdp } from "../shared/net/datagram.ts";
 import "../ffi/udp_linux.ts";
 import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./dispatcher.ts";
 import { type RelayStats, serveStream } from "./relay.ts";
+import { newUdpRelayStats, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 
 /** Events a server emits. */
 export interface ServerEvents {
@@ -55,6 +56,9 @@ export class OstpServer {
   readonly dispatcher: Dispatcher;
   /** Relay counters. */
   readonly relayStats: RelayStats = { opened: 0, failed: 0, bytesUp: 0, bytesDown: 0 };
+  /** UDP relay counters (SOCKS5 UDP ASSOCIATE flows of every session). */
+  readonly udpStats: UdpRelayStats = newUdpRelayStats();
+  private readonly udpRelays = new Set<UdpRelay>();
 
   private readonly sockets: DatagramSocket[] = [];
   private readonly dialer: Dialer;
@@ -143,6 +147,13 @@ export class OstpServer {
         if (!isExpectedDisconnect(e)) log.debug("stream error: {error}", { error: String(e) });
       });
     };
+    const udp = new UdpRelay(s.conn, { stats: this.udpStats });
+    this.udpRelays.add(udp);
+    s.conn.onDatagram = (d) => udp.handle(d);
+    s.conn.closed.then(() => {
+      udp.close();
+      this.udpRelays.delete(udp);
+    });
   }
 
   /** Current counters. */
@@ -189,6 +200,8 @@ export class OstpServer {
     this.stopping = true;
     clearInterval(this.statsTimer);
     this.dispatcher.closeAll(CloseCode.SHUTDOWN, "server shutting down");
+    for (const u of this.udpRelays) u.close();
+    this.udpRelays.clear();
     // Let the CLOSE datagrams leave before the sockets go.
     await new Promise((r) => setTimeout(r, 20));
     for (const s of this.sockets) {

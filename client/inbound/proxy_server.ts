@@ -10,6 +10,12 @@ import type { Dialer, Target } from "../../shared/duplex.ts";
 import { BufferedReader, closeQuietly, isExpectedDisconnect } from "../../shared/pipe.ts";
 import { handleHttpProxy } from "./http.ts";
 import { handleSocks5, type ProxyCredentials } from "./socks5.ts";
+import {
+  newSocks5UdpStats,
+  type Socks5UdpStats,
+  UdpAssociation,
+  type UdpFlowOpener,
+} from "./socks5_udp.ts";
 
 /** Options for {@link ProxyServer}. */
 export interface ProxyServerOptions {
@@ -29,6 +35,12 @@ export interface ProxyServerOptions {
   onError?: (e: unknown) => void;
   /** Called for every request once its target is known (after authentication). */
   onRequest?: (target: Target, protocol: "socks5" | "http") => void;
+  /** When set, SOCKS5 UDP ASSOCIATE is served through these flows (else it gets 0x07). */
+  udp?: {
+    openFlow: UdpFlowOpener;
+    /** An association without a datagram either way for this long ends; default 60 000 ms. */
+    idleTimeoutMs?: number;
+  };
 }
 
 interface Connection {
@@ -50,6 +62,9 @@ export class ProxyServer {
   #closing = false;
   #closed: Promise<void> | undefined;
   #wakeAcceptLoop: (() => void) | undefined;
+  #udpActive = 0;
+  /** Counters of SOCKS5 UDP ASSOCIATE. */
+  readonly udpStats: Socks5UdpStats = newSocks5UdpStats();
 
   constructor(opts: ProxyServerOptions) {
     this.#opts = opts;
@@ -78,6 +93,11 @@ export class ProxyServer {
   /** Client connections currently open. */
   get activeConnections(): number {
     return this.#conns.size;
+  }
+
+  /** SOCKS5 UDP associations currently open. */
+  get activeUdpAssociations(): number {
+    return this.#udpActive;
   }
 
   /** Client connections accepted since {@link ProxyServer.start}. */
@@ -188,7 +208,30 @@ export class ProxyServer {
         },
       };
       if (protocol === "socks5") {
-        await handleSocks5(c.conn, common, reader);
+        const udp = this.#opts.udp;
+        const udpAssociate = udp
+          ? async (): Promise<UdpAssociation> => {
+            let assoc: UdpAssociation;
+            try {
+              assoc = await UdpAssociation.open({
+                openFlow: udp.openFlow,
+                localHost: c.conn.localAddr.hostname,
+                clientHost: c.conn.remoteAddr.hostname,
+                idleTimeoutMs: udp.idleTimeoutMs,
+                stats: this.udpStats,
+                signal: c.ctl.signal,
+                onClose: () => this.#udpActive--,
+              });
+            } catch (e) {
+              this.udpStats.refused++;
+              throw e;
+            }
+            this.udpStats.associations++;
+            this.#udpActive++;
+            return assoc;
+          }
+          : undefined;
+        await handleSocks5(c.conn, { ...common, udpAssociate }, reader);
       } else {
         await handleHttpProxy(c.conn, {
           ...common,

@@ -1,7 +1,8 @@
 /**
  * SOCKS5 server side (RFC 1928) with username/password authentication
- * (RFC 1929). Only CONNECT is supported; BIND and UDP ASSOCIATE get
- * "command not supported".
+ * (RFC 1929). CONNECT is supported, and UDP ASSOCIATE when the caller
+ * provides {@link Socks5Options.udpAssociate} (see `socks5_udp.ts`); BIND
+ * gets "command not supported".
  *
  * {@link socks5Handshake} parses a client's greeting and request from raw
  * bytes; {@link handleSocks5} runs a whole connection: handshake, dial through
@@ -11,6 +12,7 @@
 
 import { type Dialer, DialError, type Duplex, type Target } from "../../shared/duplex.ts";
 import { formatIPv6, parseIPv4, parseIPv6 } from "../../shared/net/ip.ts";
+import type { UdpAssociation } from "./socks5_udp.ts";
 import {
   BufferedReader,
   closeQuietly,
@@ -68,7 +70,7 @@ export class Socks5Error extends Error {
 
 /** A parsed SOCKS5 request. */
 export interface Socks5Request extends Target {
-  /** The command byte (only {@link Socks5Command.Connect} leaves the handshake). */
+  /** The command byte (Connect, or UdpAssociate when allowed). */
   command: number;
   /** The address type the client used. */
   addressType: number;
@@ -172,13 +174,15 @@ function domainHost(raw: Uint8Array): string | null {
  * and reads the request. Replies for the greeting and authentication are
  * written here; the request reply is left to the caller.
  *
- * @returns the request (a CONNECT with a valid address).
+ * @param allowUdp accept UDP ASSOCIATE (its DST.PORT may then be 0).
+ * @returns the request (a CONNECT with a valid address, or a UDP ASSOCIATE).
  * @throws {Socks5Error} on a protocol violation; its `reply` tells what to send.
  * @throws {Deno.errors.UnexpectedEof} when the client stops mid-message.
  */
 export async function socks5Handshake(
   io: BufferedReader,
   auth?: ProxyCredentials,
+  allowUdp = false,
 ): Promise<Socks5Request> {
   // Greeting: VER NMETHODS METHODS...
   const ver = await io.readByte();
@@ -237,11 +241,13 @@ export async function socks5Handshake(
   }
   const pb = await io.readExact(2);
   const port = (pb[0] << 8) | pb[1];
-  if (command !== Socks5Command.Connect) {
+  const udp = allowUdp && command === Socks5Command.UdpAssociate;
+  if (command !== Socks5Command.Connect && !udp) {
     throw new Socks5Error(Socks5Reply.CommandNotSupported, `command ${command} not supported`);
   }
   if (host === null) throw new Socks5Error(Socks5Reply.GeneralFailure, "invalid domain name");
-  if (port === 0) throw new Socks5Error(Socks5Reply.GeneralFailure, "port 0");
+  // UDP ASSOCIATE: DST is only a hint of where the client will send from; 0 means unknown.
+  if (port === 0 && !udp) throw new Socks5Error(Socks5Reply.GeneralFailure, "port 0");
   return { host, port, command, addressType };
 }
 
@@ -257,6 +263,12 @@ export interface Socks5Options {
   onHandshakeDone?: (target: Target) => void;
   /** Receives unexpected errors (expected disconnects are not reported). */
   onError?: (e: unknown) => void;
+  /**
+   * When set, UDP ASSOCIATE is accepted: called to open the association; a
+   * rejection becomes reply 0x01, success replies with the association's bound
+   * address and serves it until the control connection closes.
+   */
+  udpAssociate?: () => Promise<UdpAssociation>;
 }
 
 /**
@@ -273,7 +285,7 @@ export async function handleSocks5(
   try {
     let req: Socks5Request;
     try {
-      req = await socks5Handshake(reader, opts.auth);
+      req = await socks5Handshake(reader, opts.auth, opts.udpAssociate !== undefined);
     } catch (e) {
       if (e instanceof Socks5Error) {
         if (e.reply !== null) await writeAll(conn, encodeSocks5Reply(e.reply));
@@ -283,6 +295,28 @@ export async function handleSocks5(
     }
     const target: Target = { host: req.host, port: req.port };
     opts.onHandshakeDone?.(target);
+    if (req.command === Socks5Command.UdpAssociate && opts.udpAssociate) {
+      let assoc: UdpAssociation;
+      try {
+        assoc = await opts.udpAssociate();
+      } catch (e) {
+        if (!(e instanceof DialError)) opts.onError?.(e);
+        await writeAll(conn, encodeSocks5Reply(Socks5Reply.GeneralFailure));
+        return;
+      }
+      try {
+        if (opts.signal?.aborted) return;
+        const a = assoc.addr;
+        await writeAll(
+          conn,
+          encodeSocks5Reply(Socks5Reply.Succeeded, { host: a.hostname, port: a.port }),
+        );
+        await assoc.run(conn);
+      } finally {
+        assoc.close();
+      }
+      return;
+    }
     try {
       upstream = await opts.dialer(target, opts.signal);
     } catch (e) {

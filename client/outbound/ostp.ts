@@ -20,6 +20,8 @@ import {
 } from "../../shared/session/handshake.ts";
 import { CloseCode, Session, type SessionConfig } from "../../shared/session/session.ts";
 import { encodeOpenRequest, readOpenReply } from "../../shared/wire/open.ts";
+import { decodeUdpDatagram, encodeUdpDatagram } from "../../shared/wire/udp.ts";
+import type { UdpFlow, UdpFlowOpener } from "../inbound/socks5_udp.ts";
 import { PacketCodec } from "../../shared/wire/packet.ts";
 import { writeAll } from "../../shared/pipe.ts";
 import { type DatagramSocket, openUdp } from "../../shared/net/datagram.ts";
@@ -60,6 +62,8 @@ export class SessionRunner {
   connects = 0;
   /** Time of the last handshake round trip, ms. */
   handshakeMs = 0;
+  /** Receives the unreliable datagrams of every connection this runner makes. */
+  onDatagram: ((conn: Connection, data: Uint8Array) => void) | null = null;
 
   private socket: DatagramSocket | null = null;
   private stopped = false;
@@ -219,6 +223,7 @@ export class SessionRunner {
         config: { ...this.opts.session, maxDatagramSize: mtu },
       });
       const conn = new Connection(session, this.send);
+      conn.onDatagram = (d) => this.onDatagram?.(conn, d);
       this.conn = conn;
       // First packet confirms the session to the server.
       session.sendDatagram(new Uint8Array(0));
@@ -293,11 +298,33 @@ export class SessionRunner {
   }
 }
 
+/** UDP flows one session carries at most (the server enforces the same bound). */
+export const MAX_UDP_FLOWS_PER_SESSION = 256;
+
+/** Counters of the pool's UDP flows. */
+export interface PoolUdpStats {
+  /** Flows opened so far. */
+  flows: number;
+  /** Datagrams from the server dropped: malformed, or for an unknown flow. */
+  repliesDropped: number;
+}
+
+interface PoolFlow {
+  id: number;
+  conn: Connection | null;
+  onReply: (from: Target, data: Uint8Array) => void;
+}
+
 /** A pool of session runners that dials targets through the tunnel. */
 export class OstpPool {
   /** One runner per parallel session. */
   readonly runners: SessionRunner[];
+  /** UDP relay counters. */
+  readonly udpStats: PoolUdpStats = { flows: 0, repliesDropped: 0 };
   private next = 0;
+  private readonly udpFlows = new Map<number, PoolFlow>();
+  private readonly udpCounts = new WeakMap<Connection, number>();
+  private nextFlowId = crypto.getRandomValues(new Uint32Array(1))[0];
 
   constructor(private readonly opts: OstpPoolOptions) {
     const secrets = deriveSecrets(opts.key);
@@ -306,6 +333,7 @@ export class OstpPool {
       { length: Math.max(1, opts.mux) },
       (_, i) => new SessionRunner(i, opts, secrets, masker),
     );
+    for (const r of this.runners) r.onDatagram = (c, d) => this.routeDatagram(c, d);
   }
 
   /** Starts every runner. */
@@ -367,5 +395,84 @@ export class OstpPool {
     } finally {
       clearTimeout(timer);
     }
+  };
+
+  /** Connected session with the fewest UDP flows below the per-session bound. */
+  private pickUdp(): Connection | null {
+    let best: Connection | null = null;
+    let bestCount = MAX_UDP_FLOWS_PER_SESSION;
+    const n = this.runners.length;
+    for (let i = 0; i < n; i++) {
+      const r = this.runners[(this.next + i) % n];
+      const c = r.conn;
+      if (!c || !c.isOpen || r.state !== "connected") continue;
+      const count = this.udpCounts.get(c) ?? 0;
+      if (count < bestCount) {
+        best = c;
+        bestCount = count;
+      }
+    }
+    this.next = (this.next + 1) % n;
+    return best;
+  }
+
+  private attach(f: PoolFlow, c: Connection | null): void {
+    if (f.conn) this.udpCounts.set(f.conn, Math.max(0, (this.udpCounts.get(f.conn) ?? 1) - 1));
+    f.conn = c;
+    if (c) this.udpCounts.set(c, (this.udpCounts.get(c) ?? 0) + 1);
+  }
+
+  private routeDatagram(conn: Connection, data: Uint8Array): void {
+    if (data.length === 0) return; // the session-confirming empty datagram
+    const d = decodeUdpDatagram(data);
+    const f = d ? this.udpFlows.get(d.flowId) : undefined;
+    if (!d || !f || f.conn !== conn) {
+      this.udpStats.repliesDropped++;
+      return;
+    }
+    f.onReply({ host: d.host, port: d.port }, d.payload);
+  }
+
+  /**
+   * Opens a UDP flow on one connected session (waiting up to the connect
+   * timeout for one). Its datagrams carry a pool-unique flow id; replies come
+   * back to `onReply`. If the session drops, the next datagram moves the flow
+   * to a live session (the server then sees a new flow: UDP semantics).
+   * @throws {DialError} "unavailable" when no session is connected or every
+   *   connected session already carries {@link MAX_UDP_FLOWS_PER_SESSION} flows.
+   */
+  readonly openUdpFlow: UdpFlowOpener = async (onReply) => {
+    let conn = this.pickUdp();
+    if (!conn && !this.runners.some((r) => r.state === "connected")) {
+      await Promise.race(this.runners.map((r) => r.waitConnected(this.opts.connectTimeoutMs)));
+      conn = this.pickUdp();
+    }
+    if (!conn) throw new DialError("unavailable", "no session available for a UDP flow");
+    let id = this.nextFlowId >>> 0;
+    while (this.udpFlows.has(id)) id = (id + 1) >>> 0;
+    this.nextFlowId = (id + 1) >>> 0;
+    const f: PoolFlow = { id, conn: null, onReply };
+    this.attach(f, conn);
+    this.udpFlows.set(id, f);
+    this.udpStats.flows++;
+    let closed = false;
+    const flow: UdpFlow = {
+      send: (target, data) => {
+        if (closed) return false;
+        if (!f.conn?.isOpen) this.attach(f, this.pickUdp());
+        const c = f.conn;
+        if (!c) return false;
+        const wire = encodeUdpDatagram(id, target, data);
+        if (!wire || wire.length > c.session.maxDatagramPayload) return false;
+        return c.sendDatagram(wire);
+      },
+      close: () => {
+        if (closed) return;
+        closed = true;
+        this.attach(f, null);
+        this.udpFlows.delete(id);
+      },
+    };
+    return flow;
   };
 }
