@@ -1,6 +1,7 @@
 /**
  * `ostp-server` / `deno task server`: parses flags and the config file, starts
- * the server, prints a share link, and shuts down cleanly on SIGINT/SIGTERM.
+ * the server, prints a share link, reloads on SIGHUP or a config change, and
+ * shuts down cleanly on SIGINT/SIGTERM.
  * @module
  */
 
@@ -53,13 +54,83 @@ export async function main(argv: string[]): Promise<number> {
       address: formatHostPort(advertised),
     });
   }
+  // Hot reload: SIGHUP, or the config file changing on disk. A config that
+  // fails validation is refused with its reasons and the running one is kept.
+  let reloading = Promise.resolve();
+  const reload = (why: string) => {
+    reloading = reloading.then(async () => {
+      const next = await parseServerArgs(argv);
+      if (next.kind !== "run") {
+        log.error("config reload ({why}) rejected, keeping the running config: {reason}", {
+          why,
+          reason: next.text,
+        });
+        return;
+      }
+      await setupLogging(next.config.log);
+      const r = server.reload(next.config);
+      log.info("config reloaded ({why}): {keys} key(s), {closed} session(s) closed", {
+        why,
+        keys: next.config.keys.length,
+        closed: r.closedSessions,
+      });
+      if (r.needsRestart.length > 0) {
+        log.warn("changes to {fields} take effect after a restart", {
+          fields: r.needsRestart.join(", "),
+        });
+      }
+    });
+  };
+  const hup = () => reload("SIGHUP");
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", hup);
+  const watcher = parsed.configPath
+    ? watchConfig(parsed.configPath, () => reload("file changed"))
+    : null;
   await done;
-  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR1", dump);
+  watcher?.close();
+  if (Deno.build.os !== "windows") {
+    Deno.removeSignalListener("SIGUSR1", dump);
+    Deno.removeSignalListener("SIGHUP", hup);
+  }
+  await reloading;
   log.info("shutting down");
   await server.stop();
   Deno.removeSignalListener("SIGINT", stop);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGTERM", stop);
   return 0;
+}
+
+/** Calls `onChange` (debounced) when the file at `path` is written or replaced. */
+function watchConfig(path: string, onChange: () => void): { close(): void } | null {
+  let watcher: Deno.FsWatcher;
+  try {
+    watcher = Deno.watchFs(path);
+  } catch (e) {
+    log.warn("cannot watch {path} for changes: {error}", { path, error: String(e) });
+    return null;
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  (async () => {
+    try {
+      for await (const ev of watcher) {
+        if (ev.kind !== "modify" && ev.kind !== "create") continue;
+        clearTimeout(timer);
+        timer = setTimeout(onChange, 300);
+      }
+    } catch {
+      // watcher closed
+    }
+  })();
+  return {
+    close() {
+      clearTimeout(timer);
+      try {
+        watcher.close();
+      } catch {
+        // already closed
+      }
+    },
+  };
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

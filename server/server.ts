@@ -67,7 +67,8 @@ export class OstpServer {
   private loops: Promise<void>[] = [];
   private stopping = false;
 
-  constructor(readonly config: ServerConfig, private readonly options: ServerOptions = {}) {
+  constructor(config: ServerConfig, private readonly options: ServerOptions = {}) {
+    this.current = config;
     this.dialer = options.dialer ??
       createDirectDialer({ connectTimeoutMs: config.connectTimeout * 1000 });
     this.dispatcher = new Dispatcher({
@@ -104,13 +105,13 @@ export class OstpServer {
   /** Binds every listener and starts serving. */
   start(): void {
     this.events.emit("state", { state: "starting" });
-    for (const hp of this.config.listen) {
+    for (const hp of this.current.listen) {
       let sock: DatagramSocket;
       try {
         sock = openUdp(hp.host, hp.port);
       } catch (e) {
         for (const s of this.sockets.splice(0)) s.close();
-        const hint = e instanceof Deno.errors.AddrInUse && this.config.listen.length > 1
+        const hint = e instanceof Deno.errors.AddrInUse && this.current.listen.length > 1
           ? " ([::] also takes IPv4 on dual-stack systems: list either [::] or 0.0.0.0 for a port)"
           : "";
         throw new Error(`udp ${formatHostPort(hp)}: ${(e as Error).message}${hint}`);
@@ -192,6 +193,41 @@ export class OstpServer {
       }
     }
     return t;
+  }
+
+  private current: ServerConfig;
+
+  /** The configuration in force (changes on {@link reload}). */
+  get config(): ServerConfig {
+    return this.current;
+  }
+
+  /**
+   * Applies a new configuration without dropping sessions of keys that
+   * remain: keys, session cap and handshake rate take effect at once; sessions
+   * under removed keys are closed with a reason. Listen addresses and the
+   * session tunables of live sessions need a restart; the result says which
+   * changes were not applied.
+   */
+  reload(next: ServerConfig): { closedSessions: number; needsRestart: string[] } {
+    const needsRestart: string[] = [];
+    const listen = (c: ServerConfig) => c.listen.map((h) => formatHostPort(h)).join(",");
+    if (listen(next) !== listen(this.current)) needsRestart.push("listen");
+    for (const f of ["mtu", "idleTimeout", "maxStreamsPerSession", "connectTimeout"] as const) {
+      if (next[f] !== this.current[f]) needsRestart.push(f);
+    }
+    const closedSessions = this.dispatcher.updateKeys(
+      next.keys,
+      CloseCode.KICKED,
+      "access key removed",
+    );
+    this.dispatcher.updateLimits({
+      maxSessions: next.maxSessions,
+      handshakeRate: next.handshakeRate,
+      handshakeBurst: next.handshakeBurst,
+    });
+    this.current = { ...next, listen: this.current.listen };
+    return { closedSessions, needsRestart };
   }
 
   /** Closes every session with a reason, then the sockets. */
