@@ -13,7 +13,7 @@ import {
   type HelloParams,
   readClientHello,
 } from "../shared/session/handshake.ts";
-import { Receive, Session, type SessionConfig } from "../shared/session/session.ts";
+import { CloseCode, Receive, Session, type SessionConfig } from "../shared/session/session.ts";
 import { decodeHandshakeDatagram, ReplayCache } from "../shared/wire/handshake.ts";
 import { TokenBucket } from "./token_bucket.ts";
 import { MIN_PACKET_LENGTH, PacketCodec, unmaskSessionId } from "../shared/wire/packet.ts";
@@ -116,6 +116,12 @@ export class Dispatcher {
   handshakes = 0;
   /** Called with each new session (attach stream handlers here). */
   onSession: (s: ServerSession) => void = () => {};
+  /**
+   * Asked after a hello was accepted and answered: a reason string closes the
+   * new session at once with {@link CloseCode.LIMIT_REACHED} and that reason
+   * (the client authenticated, so it may learn why), null admits it.
+   */
+  admit: (s: ServerSession) => string | null = () => null;
   /** Called when a session ended. */
   onSessionClosed: (s: ServerSession, reason: string) => void = () => {};
 
@@ -332,6 +338,8 @@ export class Dispatcher {
     // from flush(), so a client that never sends a data packet would otherwise
     // hold its table slot forever.
     conn.flush();
+    const refused = this.admit(s);
+    if (refused !== null) conn.close(CloseCode.LIMIT_REACHED, refused);
   }
 
   /**

@@ -29,14 +29,20 @@ export async function main(argv: string[]): Promise<number> {
   try {
     server.start();
   } catch (e) {
-    console.error(`ostp-server: cannot listen: ${(e as Error).message}`);
+    console.error(`ostp-server: cannot start: ${(e as Error).message}`);
     return 1;
   }
   const { promise: done, resolve } = Promise.withResolvers<void>();
   const stop = () => resolve();
   // SIGUSR1 prints the counters (sessions, drops by reason, memory) as one JSON line.
   const dump = () =>
-    console.log(JSON.stringify({ stats: server.stats(), rssBytes: Deno.memoryUsage().rss }));
+    console.log(
+      JSON.stringify({
+        stats: server.stats(),
+        rssBytes: Deno.memoryUsage().rss,
+        users: server.userStats(),
+      }),
+    );
   // Handlers go in before the share link is printed: that line means "ready".
   Deno.addSignalListener("SIGINT", stop);
   if (Deno.build.os !== "windows") {
@@ -48,6 +54,10 @@ export async function main(argv: string[]): Promise<number> {
     { host: isUnspecifiedHost(bound.hostname) ? "127.0.0.1" : bound.hostname, port: bound.port };
   for (const key of config.keys) {
     console.log(`share link: ${encodeShareLink({ key, server: advertised, mtu: config.mtu })}`);
+  }
+  for (const u of config.users) {
+    const link = encodeShareLink({ key: u.key, server: advertised, mtu: config.mtu, name: u.name });
+    console.log(`share link: ${link}`);
   }
   if (!config.publicAddress && isUnspecifiedHost(bound.hostname)) {
     log.info("share links use {address}; set publicAddress for clients elsewhere", {
@@ -71,7 +81,7 @@ export async function main(argv: string[]): Promise<number> {
       const r = server.reload(next.config);
       log.info("config reloaded ({why}): {keys} key(s), {closed} session(s) closed", {
         why,
-        keys: next.config.keys.length,
+        keys: next.config.keys.length + next.config.users.length,
         closed: r.closedSessions,
       });
       if (r.needsRestart.length > 0) {

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { type Dialer, DialError } from "../shared/duplex.ts";
+import { type Dialer, DialError, type Duplex } from "../shared/duplex.ts";
 import { closeQuietly, relay, writeAll } from "../shared/pipe.ts";
 import type { OstpStream } from "../shared/session/connection.ts";
 import { encodeOpenReply, readOpenRequest } from "../shared/wire/open.ts";
@@ -31,6 +31,7 @@ export async function serveStream(
   dial: Dialer,
   stats: RelayStats,
   onError: (e: unknown) => void,
+  account?: (up: number, down: number) => void,
 ): Promise<void> {
   const timer = setTimeout(() => stream.reset(), REQUEST_TIMEOUT_MS);
   let target;
@@ -61,7 +62,7 @@ export async function serveStream(
   }
   try {
     await writeAll(stream, encodeOpenReply());
-    const r = await relay(stream, upstream);
+    const r = await relay(stream, account ? counted(upstream, account) : upstream);
     stats.bytesUp += r.aToB;
     stats.bytesDown += r.bToA;
   } catch (e) {
@@ -70,4 +71,22 @@ export async function serveStream(
     closeQuietly(upstream);
     closeQuietly(stream);
   }
+}
+
+/** `d` with every byte written (up) and read (down) reported to `account` as it passes. */
+function counted(d: Duplex, account: (up: number, down: number) => void): Duplex {
+  return {
+    async read(p) {
+      const n = await d.read(p);
+      if (n) account(0, n);
+      return n;
+    },
+    async write(p) {
+      const n = await d.write(p);
+      if (n > 0) account(n, 0);
+      return n;
+    },
+    closeWrite: () => d.closeWrite(),
+    close: () => d.close(),
+  };
 }

@@ -18,6 +18,8 @@ import "../ffi/udp_linux.ts";
 import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./dispatcher.ts";
 import { type RelayStats, serveStream } from "./relay.ts";
 import { newUdpRelayStats, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
+import { CounterStore } from "./store.ts";
+import { allowed, keyHex, type User, UserRegistry, type UserSnapshot, usersOf } from "./users.ts";
 
 /** Events a server emits. */
 export interface ServerEvents {
@@ -59,6 +61,14 @@ export class OstpServer {
   /** UDP relay counters (SOCKS5 UDP ASSOCIATE flows of every session). */
   readonly udpStats: UdpRelayStats = newUdpRelayStats();
   private readonly udpRelays = new Set<UdpRelay>();
+  /** Users (one per key) and their counters. */
+  readonly users: UserRegistry;
+  private store: CounterStore | null = null;
+  private flushTimer: ReturnType<typeof setInterval> | undefined;
+  private enforceTimer: ReturnType<typeof setInterval> | undefined;
+  private enforceQueued = false;
+  /** Key (hex) of every live session, to find its user. */
+  private readonly sessionKeys = new WeakMap<ServerSession, string>();
 
   private readonly sockets: DatagramSocket[] = [];
   private readonly dialer: Dialer;
@@ -71,8 +81,10 @@ export class OstpServer {
     this.current = config;
     this.dialer = options.dialer ??
       createDirectDialer({ connectTimeoutMs: config.connectTimeout * 1000 });
+    const users = usersOf(config);
+    this.users = new UserRegistry(users);
     this.dispatcher = new Dispatcher({
-      keys: config.keys,
+      keys: users.map((u) => u.key),
       maxSessions: config.maxSessions,
       handshakeRate: config.handshakeRate,
       handshakeBurst: config.handshakeBurst,
@@ -86,6 +98,19 @@ export class OstpServer {
       },
     });
     this.dispatcher.onSession = (s) => this.onSession(s);
+    this.dispatcher.admit = (s) => {
+      const user = this.userOf(s);
+      if (!user) return null;
+      const why = allowed(user, Date.now());
+      if (why) {
+        log.info("session {id} of user {user} refused: {reason}", {
+          id: hex(s.id),
+          user: user.name,
+          reason: why,
+        });
+      } else this.users.addSession(user);
+      return why;
+    };
     this.dispatcher.onSessionClosed = (s, reason) => {
       log.debug("session {id} closed: {reason}", { id: hex(s.id), reason });
       this.events.emit("session", { type: "closed", id: s.id, address: fmt(s.addr), reason });
@@ -105,6 +130,16 @@ export class OstpServer {
   /** Binds every listener and starts serving. */
   start(): void {
     this.events.emit("state", { state: "starting" });
+    if (this.current.stateFile !== null && !this.store) {
+      try {
+        this.store = new CounterStore(this.current.stateFile);
+        this.users.load(this.store.load());
+      } catch (e) {
+        this.store?.close();
+        this.store = null;
+        throw new Error(`state file ${this.current.stateFile}: ${(e as Error).message}`);
+      }
+    }
     for (const hp of this.current.listen) {
       let sock: DatagramSocket;
       try {
@@ -125,6 +160,8 @@ export class OstpServer {
     }
     const interval = this.options.statsIntervalMs ?? 5000;
     this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
+    this.armFlush();
+    this.enforceTimer = setInterval(() => this.enforce(), 1000);
     this.events.emit("state", { state: "running" });
   }
 
@@ -143,18 +180,89 @@ export class OstpServer {
   private onSession(s: ServerSession): void {
     log.debug("session {id} from {address}", { id: hex(s.id), address: fmt(s.addr) });
     this.events.emit("session", { type: "opened", id: s.id, address: fmt(s.addr) });
+    this.sessionKeys.set(s, keyHex(s.key.raw));
+    const account = (up: number, down: number) => {
+      const user = this.userOf(s);
+      if (user && this.users.addBytes(user, up, down)) this.queueEnforce();
+    };
     s.conn.onStream = (stream) => {
+      const user = this.userOf(s);
+      if (user) this.users.addStream(user);
       serveStream(stream, this.dialer, this.relayStats, (e) => {
         if (!isExpectedDisconnect(e)) log.debug("stream error: {error}", { error: String(e) });
-      });
+      }, account);
     };
-    const udp = new UdpRelay(s.conn, { stats: this.udpStats });
+    const udp = new UdpRelay(s.conn, { stats: this.udpStats, account });
     this.udpRelays.add(udp);
     s.conn.onDatagram = (d) => udp.handle(d);
     s.conn.closed.then(() => {
       udp.close();
       this.udpRelays.delete(udp);
     });
+  }
+
+  /** The user a session belongs to (by its key; follows reloads). */
+  userOf(s: ServerSession): User | undefined {
+    const k = this.sessionKeys.get(s);
+    return k === undefined ? undefined : this.users.byKey(k);
+  }
+
+  /** Counters of every configured user. */
+  userStats(): UserSnapshot[] {
+    return this.users.snapshot();
+  }
+
+  private queueEnforce(): void {
+    if (this.enforceQueued) return;
+    this.enforceQueued = true;
+    queueMicrotask(() => {
+      this.enforceQueued = false;
+      this.enforce();
+    });
+  }
+
+  /**
+   * Closes the live sessions of users who may no longer use the tunnel (over
+   * the limit, expired, disabled) with the reason; returns how many.
+   */
+  enforce(now: number = Date.now()): number {
+    let closed = 0;
+    for (const s of [...this.dispatcher.allSessions()]) {
+      if (!s.conn.session.isOpen) continue;
+      const user = this.userOf(s);
+      const why = user ? allowed(user, now) : null;
+      if (!why) continue;
+      log.info("closing session {id} of user {user}: {reason}", {
+        id: hex(s.id),
+        user: user!.name,
+        reason: why,
+      });
+      s.conn.close(CloseCode.LIMIT_REACHED, why);
+      closed++;
+    }
+    return closed;
+  }
+
+  private armFlush(): void {
+    clearInterval(this.flushTimer);
+    this.flushTimer = undefined;
+    if (!this.store) return;
+    this.flushTimer = setInterval(() => this.flush(), this.current.statsFlushInterval * 1000);
+  }
+
+  /** Writes changed user counters to the state file (one transaction); false on failure. */
+  flush(): boolean {
+    if (!this.store) return true;
+    const rows = this.users.takeDirty();
+    if (rows.length === 0) return true;
+    try {
+      this.store.save(rows);
+      return true;
+    } catch (e) {
+      this.users.markDirty(rows.map(([name]) => name));
+      log.error("cannot write user counters: {error}", { error: String(e) });
+      return false;
+    }
   }
 
   /** Current counters. */
@@ -216,17 +324,22 @@ export class OstpServer {
     for (const f of ["mtu", "idleTimeout", "maxStreamsPerSession", "connectTimeout"] as const) {
       if (next[f] !== this.current[f]) needsRestart.push(f);
     }
+    if (next.stateFile !== this.current.stateFile) needsRestart.push("stateFile");
+    const users = usersOf(next);
+    this.users.update(users);
     const closedSessions = this.dispatcher.updateKeys(
-      next.keys,
+      users.map((u) => u.key),
       CloseCode.KICKED,
       "access key removed",
-    );
+    ) + this.enforce();
     this.dispatcher.updateLimits({
       maxSessions: next.maxSessions,
       handshakeRate: next.handshakeRate,
       handshakeBurst: next.handshakeBurst,
     });
-    this.current = { ...next, listen: this.current.listen };
+    const flushChanged = next.statsFlushInterval !== this.current.statsFlushInterval;
+    this.current = { ...next, listen: this.current.listen, stateFile: this.current.stateFile };
+    if (flushChanged && this.flushTimer !== undefined) this.armFlush();
     return { closedSessions, needsRestart };
   }
 
@@ -235,6 +348,8 @@ export class OstpServer {
     if (this.stopping) return;
     this.stopping = true;
     clearInterval(this.statsTimer);
+    clearInterval(this.enforceTimer);
+    clearInterval(this.flushTimer);
     this.dispatcher.closeAll(CloseCode.SHUTDOWN, "server shutting down");
     for (const u of this.udpRelays) u.close();
     this.udpRelays.clear();
@@ -248,6 +363,9 @@ export class OstpServer {
       }
     }
     await Promise.allSettled(this.loops);
+    this.flush();
+    this.store?.close();
+    this.store = null;
     this.events.emit("state", { state: "stopped" });
   }
 }

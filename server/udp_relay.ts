@@ -53,6 +53,8 @@ export interface UdpRelayOptions {
   idleTimeoutMs?: number;
   /** Counters to add to (shared by every session's relay). */
   stats?: UdpRelayStats;
+  /** Told the payload bytes of every datagram relayed, up (to targets) or down (to the client). */
+  account?: (up: number, down: number) => void;
   /** Name resolution (default: the system resolver with a 30 s cache). */
   resolve?: (host: string) => Promise<string | null>;
 }
@@ -99,6 +101,7 @@ export class UdpRelay {
   readonly #idleMs: number;
   readonly #resolve: (host: string) => Promise<string | null>;
   readonly stats: UdpRelayStats;
+  readonly #account: ((up: number, down: number) => void) | undefined;
   #sweep: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
@@ -108,6 +111,7 @@ export class UdpRelay {
     this.#idleMs = opts.idleTimeoutMs ?? 60_000;
     this.#resolve = opts.resolve ?? resolveCached;
     this.stats = opts.stats ?? newUdpRelayStats();
+    this.#account = opts.account;
   }
 
   /** Live flows. */
@@ -168,6 +172,7 @@ export class UdpRelay {
     }
     sock.send(payload, { transport: "udp", hostname: host, port });
     this.stats.datagramsUp++;
+    this.#account?.(payload.length, 0);
   }
 
   #reply(flow: Flow, sock: DatagramSocket, data: Uint8Array, from: Deno.NetAddr): void {
@@ -184,6 +189,7 @@ export class UdpRelay {
       return;
     }
     this.stats.datagramsDown++;
+    this.#account?.(0, data.length);
   }
 
   #expire(): void {

@@ -19,6 +19,7 @@ import {
   readLogConfig,
   type ServerConfig,
   typeName,
+  type UserConfig,
 } from "./types.ts";
 
 export type { ServerConfig } from "./types.ts";
@@ -26,6 +27,9 @@ export type { ServerConfig } from "./types.ts";
 /** Default values of every server field that has one (everything but `keys`). */
 export const SERVER_DEFAULTS: Readonly<Omit<ServerConfig, "keys" | "publicAddress">> = Object
   .freeze({
+    users: [],
+    stateFile: null,
+    statsFlushInterval: 5,
     listen: [{ host: "0.0.0.0", port: 8443 }],
     maxSessions: 1024,
     handshakeRate: 200,
@@ -54,7 +58,17 @@ export const SERVER_FIELDS = [
   "maxStreamsPerSession",
   "mtu",
   "log",
+  "users",
+  "stateFile",
+  "statsFlushInterval",
 ] as const;
+
+/** The fields of one `users[]` entry. */
+export const USER_FIELDS = ["name", "key", "limitBytes", "expires", "enabled"] as const;
+
+const USER_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const ISO_DATE_RE =
+  /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
 
 function readListen(r: ObjectReader): HostPort[] {
   const v = r.get("listen");
@@ -81,30 +95,98 @@ function readListen(r: ObjectReader): HostPort[] {
   return out;
 }
 
-function readKeys(r: ObjectReader): Uint8Array[] {
-  if (!r.require("keys")) return [];
+function readKeys(r: ObjectReader, haveUsers: boolean, seen: Map<string, string>): Uint8Array[] {
+  if (!r.has("keys")) {
+    if (!haveUsers) r.add("keys", "required (or users)");
+    return [];
+  }
   const v = r.get("keys");
   if (!Array.isArray(v)) {
     r.add("keys", `expected an array of access keys, got ${typeName(v)}`);
     return [];
   }
   if (v.length === 0) {
-    r.add("keys", "needs at least one access key (generate one with --generate-key)");
+    if (!haveUsers) {
+      r.add("keys", "needs at least one access key (generate one with --generate-key)");
+    }
     return [];
   }
   const out: Uint8Array[] = [];
-  const seen = new Map<string, number>();
   v.forEach((item, i) => {
     const key = readKeyValue(item, `keys[${i}]`, r.issues);
     if (!key) return;
     const hex = formatAccessKey(key, "hex");
     const prev = seen.get(hex);
     if (prev !== undefined) {
-      r.add(`keys[${i}]`, `duplicate of keys[${prev}]`);
+      r.add(`keys[${i}]`, `duplicate of ${prev}`);
       return;
     }
-    seen.set(hex, i);
+    seen.set(hex, `keys[${i}]`);
     out.push(key);
+  });
+  return out;
+}
+
+/** True if the config has a non-empty `users` array (then `keys` may be absent). */
+function hasUsers(r: ObjectReader): boolean {
+  const v = r.get("users");
+  return Array.isArray(v) && v.length > 0;
+}
+
+function readUsers(r: ObjectReader, seenKeys: Map<string, string>): UserConfig[] {
+  const v = r.get("users");
+  if (v === undefined) return [];
+  if (!Array.isArray(v)) {
+    r.add("users", `expected an array of users, got ${typeName(v)}`);
+    return [];
+  }
+  const out: UserConfig[] = [];
+  const names = new Map<string, number>();
+  v.forEach((item, i) => {
+    const path = `users[${i}]`;
+    const u = new ObjectReader(item, path, r.issues, USER_FIELDS);
+    const before = r.issues.length;
+    let name = "";
+    if (u.require("name")) {
+      name = u.string("name") ?? "";
+      if (typeof u.get("name") === "string") {
+        if (!USER_NAME_RE.test(name)) {
+          u.add(u.at("name"), "expected 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'");
+        } else if (/^key-\d+$/.test(name)) {
+          u.add(u.at("name"), 'names "key-N" are reserved for the entries of keys');
+        } else if (names.has(name)) {
+          u.add(u.at("name"), `duplicate of users[${names.get(name)}].name`);
+        } else names.set(name, i);
+      }
+    }
+    let key: Uint8Array | undefined;
+    if (u.require("key")) {
+      key = readKeyValue(u.get("key"), u.at("key"), r.issues);
+      if (key) {
+        const hex = formatAccessKey(key, "hex");
+        const prev = seenKeys.get(hex);
+        if (prev !== undefined) u.add(u.at("key"), `duplicate of ${prev}`);
+        else seenKeys.set(hex, u.at("key"));
+      }
+    }
+    const user: UserConfig = { name, key: key ?? new Uint8Array(32), enabled: true };
+    if (u.has("limitBytes")) {
+      user.limitBytes = u.integer("limitBytes", 1, 1, Number.MAX_SAFE_INTEGER);
+    }
+    const exp = u.get("expires");
+    if (exp !== undefined) {
+      const t = typeof exp === "string" && ISO_DATE_RE.test(exp) ? Date.parse(exp) : NaN;
+      if (Number.isNaN(t)) {
+        u.add(u.at("expires"), 'expected an ISO-8601 date or date-time ("2030-01-31T00:00:00Z")');
+      } else user.expires = t;
+    }
+    const en = u.get("enabled");
+    if (en !== undefined) {
+      if (typeof en !== "boolean") {
+        u.add(u.at("enabled"), `expected true or false, got ${typeName(en)}`);
+      } else user.enabled = en;
+    }
+    if (r.issues.length === before) out.push(user);
   });
   return out;
 }
@@ -119,7 +201,16 @@ export function parseServerConfig(raw: unknown, source?: string): ServerConfig {
   const r = new ObjectReader(raw, "", issues, SERVER_FIELDS);
   const d = SERVER_DEFAULTS;
   const listen = readListen(r);
-  const keys = readKeys(r);
+  const seenKeys = new Map<string, string>();
+  const keys = readKeys(r, hasUsers(r), seenKeys);
+  const users = readUsers(r, seenKeys);
+  let stateFile: string | null = d.stateFile;
+  if (r.has("stateFile")) {
+    const f = r.string("stateFile");
+    if (f !== undefined && (f.length === 0 || f.includes("\0"))) {
+      r.add("stateFile", "expected a file path");
+    } else if (f !== undefined) stateFile = f;
+  }
   const publicAddress = r.hostPort("publicAddress", undefined, false);
   if (publicAddress && isUnspecifiedHost(publicAddress.host)) {
     r.add("publicAddress", "must be an address clients can reach, not a wildcard address");
@@ -137,6 +228,9 @@ export function parseServerConfig(raw: unknown, source?: string): ServerConfig {
     maxStreamsPerSession: r.integer("maxStreamsPerSession", d.maxStreamsPerSession, 1, 1_048_576),
     mtu: r.integer("mtu", d.mtu, 576, 65000),
     log: readLogConfig(r),
+    users,
+    stateFile,
+    statsFlushInterval: r.seconds("statsFlushInterval", d.statsFlushInterval, 0.1, 3600),
   };
   if (publicAddress) cfg.publicAddress = publicAddress;
   if (issues.length > 0) throw new ConfigError(issues, source);
@@ -166,9 +260,22 @@ export function serverConfigTemplate(options: { keys?: Uint8Array[] } = {}): str
   // Addresses to listen on (UDP): "host:port", "[ipv6]:port".
   "listen": [${listen}],
   // Access keys (64 hex or 43 base64url characters); clients need one. Keep them secret.
+  // Each is an anonymous user without limits, named "key-1", "key-2", ... in order.
   "keys": [
 ${keyLines}
   ],
+  // Named users with their own keys (unique across keys and users) and optional limits:
+  // limitBytes (traffic up + down), expires (ISO-8601 date or date-time), enabled.
+  // Sessions of a user who is over the limit, expired or disabled are closed with the reason.
+  // "users": [
+  //   { "name": "alice", "key": "<64 hex>", "limitBytes": 10737418240,
+  //     "expires": "2030-01-31T00:00:00Z", "enabled": true },
+  // ],
+  // SQLite file keeping the per-user counters across restarts (relative to the working
+  // directory); absent or null: counters are kept in memory only.
+  // "stateFile": "ostp-server.db",
+  // Seconds between writes of changed counters to stateFile (a crash loses at most this much).
+  "statsFlushInterval": ${d.statsFlushInterval},
   // Address that share links advertise, if clients reach the server under another address.
   // "publicAddress": "vpn.example.com:8443",
   // Most concurrent sessions.

@@ -70,6 +70,26 @@ export interface ServerConfig {
   mtu: number;
   /** Logging; default `{ level: "info", format: "text" }`. */
   log: LogConfig;
+  /** Named users with their own keys and limits; default none. */
+  users: UserConfig[];
+  /** SQLite file for the per-user counters; `null` (default): kept in memory only. */
+  stateFile: string | null;
+  /** Seconds between writes of changed counters to `stateFile`; default 5. */
+  statsFlushInterval: number;
+}
+
+/** A named user of the server (`users[]` in the config file). */
+export interface UserConfig {
+  /** 1..64 characters of `A-Z a-z 0-9 . _ -`, unique. */
+  name: string;
+  /** Its access key (32 bytes), unique across `keys` and `users`. */
+  key: Uint8Array;
+  /** Traffic allowance, bytes up + down. */
+  limitBytes?: number;
+  /** Expiry, ms since the epoch (from an ISO-8601 date or date-time). */
+  expires?: number;
+  /** False turns the user away; default true. */
+  enabled: boolean;
 }
 
 /** SOCKS5 / HTTP proxy credentials the client's inbound asks for. */

@@ -167,6 +167,9 @@ Deno.test("server config: defaults", () => {
     maxStreamsPerSession: 8192,
     mtu: 1350,
     log: { level: "info", format: "text" },
+    users: [],
+    stateFile: null,
+    statsFlushInterval: 5,
   });
   assertEquals(cfg.publicAddress, undefined);
   // The defaults object is not shared with results.
