@@ -10,6 +10,7 @@ import { encodeShareLink } from "../shared/link.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
 import { parseServerArgs } from "./cli.ts";
 import { OstpServer } from "./server.ts";
+import { ApiServer } from "./api.ts";
 
 const log = getLog("server");
 
@@ -31,6 +32,24 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     console.error(`ostp-server: cannot start: ${(e as Error).message}`);
     return 1;
+  }
+  let api: ApiServer | null = null;
+  if (config.api) {
+    try {
+      api = new ApiServer(server.apiBackend(), {
+        hostname: config.api.listen.host,
+        port: config.api.listen.port,
+        token: config.api.token,
+      });
+      const at = api.start();
+      log.info("management API on http://{address}", {
+        address: formatHostPort({ host: at.hostname, port: at.port }),
+      });
+    } catch (e) {
+      console.error(`ostp-server: cannot start the management API: ${(e as Error).message}`);
+      await server.stop();
+      return 1;
+    }
   }
   const { promise: done, resolve } = Promise.withResolvers<void>();
   const stop = () => resolve();
@@ -104,6 +123,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   await reloading;
   log.info("shutting down");
+  await api?.stop();
   await server.stop();
   Deno.removeSignalListener("SIGINT", stop);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGTERM", stop);

@@ -19,6 +19,8 @@ import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./
 import { type RelayStats, serveStream } from "./relay.ts";
 import { newUdpRelayStats, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 import { CounterStore } from "./store.ts";
+import type { ApiBackend, SessionView } from "./api.ts";
+import denoJson from "../deno.json" with { type: "json" };
 import { allowed, keyHex, type User, UserRegistry, type UserSnapshot, usersOf } from "./users.ts";
 
 /** Events a server emits. */
@@ -207,6 +209,51 @@ export class OstpServer {
     return k === undefined ? undefined : this.users.byKey(k);
   }
 
+  /** The management API's view of this server (docs/api.md). */
+  apiBackend(): ApiBackend {
+    return {
+      status: () => {
+        const t = this.stats();
+        return {
+          version: denoJson.version,
+          uptimeSeconds: Math.round(t.uptimeMs / 100) / 10,
+          sessions: t.sessions,
+          streams: t.streams,
+          users: this.users.list().length,
+          bytesSent: t.bytesSent,
+          bytesReceived: t.bytesReceived,
+          handshakes: t.handshakes,
+          migrations: t.migrations,
+          drops: t.drops,
+        };
+      },
+      sessions: () =>
+        [...this.dispatcher.allSessions()].map((s): SessionView => {
+          const sess = s.conn.session;
+          return {
+            id: hex(s.id),
+            user: this.userOf(s)?.name ?? "?",
+            address: fmt(s.addr),
+            rttMs: Math.round(sess.rtt.smoothed * 10) / 10,
+            bytesSent: sess.stats.bytesSent,
+            bytesReceived: sess.stats.bytesReceived,
+            streams: sess.streamCount,
+            ageSeconds: Math.round((Date.now() - s.createdAt) / 1000),
+          };
+        }),
+      kick: (id, reason) => {
+        for (const s of this.dispatcher.allSessions()) {
+          if (hex(s.id) === id) {
+            s.conn.close(CloseCode.KICKED, reason);
+            return true;
+          }
+        }
+        return false;
+      },
+      metrics: () => prometheus(this.stats(), this.users.snapshot()),
+    };
+  }
+
   /** Counters of every configured user. */
   userStats(): UserSnapshot[] {
     return this.users.snapshot();
@@ -321,6 +368,9 @@ export class OstpServer {
     const needsRestart: string[] = [];
     const listen = (c: ServerConfig) => c.listen.map((h) => formatHostPort(h)).join(",");
     if (listen(next) !== listen(this.current)) needsRestart.push("listen");
+    if (JSON.stringify(next.api ?? null) !== JSON.stringify(this.current.api ?? null)) {
+      needsRestart.push("api");
+    }
     for (const f of ["mtu", "idleTimeout", "maxStreamsPerSession", "connectTimeout"] as const) {
       if (next[f] !== this.current[f]) needsRestart.push(f);
     }
@@ -368,6 +418,44 @@ export class OstpServer {
     this.store = null;
     this.events.emit("state", { state: "stopped" });
   }
+}
+
+/** Prometheus text exposition of the server's counters. */
+function prometheus(t: ServerStats, users: UserSnapshot[]): string {
+  const out: string[] = [];
+  const metric = (name: string, type: string, help: string, rows: [string, number][]) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, v] of rows) out.push(`${name}${labels} ${v}`);
+  };
+  const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+  metric("ostp_uptime_seconds", "gauge", "Seconds since start.", [["", t.uptimeMs / 1000]]);
+  metric("ostp_sessions", "gauge", "Live sessions.", [["", t.sessions]]);
+  metric("ostp_streams", "gauge", "Open streams.", [["", t.streams]]);
+  metric("ostp_bytes_total", "counter", "Bytes on the wire by direction (live sessions).", [
+    ['{direction="sent"}', t.bytesSent],
+    ['{direction="received"}', t.bytesReceived],
+  ]);
+  metric("ostp_packets_lost_total", "counter", "Packets declared lost (live sessions).", [[
+    "",
+    t.packetsLost,
+  ]]);
+  metric("ostp_handshakes_total", "counter", "Handshakes accepted.", [["", t.handshakes]]);
+  metric(
+    "ostp_drops_total",
+    "counter",
+    "Datagrams dropped without a reply, by reason.",
+    Object.entries(t.drops).map(([k, v]) => [`{reason="${k}"}`, v as number]),
+  );
+  metric(
+    "ostp_user_bytes_total",
+    "counter",
+    "Tunnelled bytes per user by direction.",
+    users.flatMap((u) => [
+      [`{user="${esc(u.name)}",direction="up"}`, u.bytesUp] as [string, number],
+      [`{user="${esc(u.name)}",direction="down"}`, u.bytesDown] as [string, number],
+    ]),
+  );
+  return out.join("\n") + "\n";
 }
 
 function hex(id: number): string {

@@ -61,6 +61,7 @@ export const SERVER_FIELDS = [
   "users",
   "stateFile",
   "statsFlushInterval",
+  "api",
 ] as const;
 
 /** The fields of one `users[]` entry. */
@@ -233,6 +234,16 @@ export function parseServerConfig(raw: unknown, source?: string): ServerConfig {
     statsFlushInterval: r.seconds("statsFlushInterval", d.statsFlushInterval, 0.1, 3600),
   };
   if (publicAddress) cfg.publicAddress = publicAddress;
+  if (r.has("api") && r.get("api") !== null) {
+    const a = r.object("api", ["listen", "token"]);
+    const listenApi = a.hostPort("listen", { host: "127.0.0.1", port: 9090 }, true)!;
+    const token = a.string("token");
+    if (token === undefined) {
+      a.add(a.at("token"), "required: a bearer token of at least 16 characters");
+    } else if (token.length < 16 || token.length > 512 || /\s/.test(token)) {
+      a.add(a.at("token"), "expected 16..512 characters without spaces");
+    } else cfg.api = { listen: listenApi, token };
+  }
   if (issues.length > 0) throw new ConfigError(issues, source);
   return cfg;
 }
@@ -276,6 +287,8 @@ ${keyLines}
   // "stateFile": "ostp-server.db",
   // Seconds between writes of changed counters to stateFile (a crash loses at most this much).
   "statsFlushInterval": ${d.statsFlushInterval},
+  // Management API (docs/api.md), off unless set; keep it on loopback.
+  // "api": { "listen": "127.0.0.1:9090", "token": "a long random secret" },
   // Address that share links advertise, if clients reach the server under another address.
   // "publicAddress": "vpn.example.com:8443",
   // Most concurrent sessions.

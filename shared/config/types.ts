@@ -42,6 +42,14 @@ export interface HostPort {
   port: number;
 }
 
+/** The management API listener (docs/api.md). */
+export interface ApiConfig {
+  /** Address to listen on; default `127.0.0.1:9090`. */
+  listen: HostPort;
+  /** Bearer token, at least 16 characters; never logged. */
+  token: string;
+}
+
 /** The validated configuration of `ostp-server`; durations are in seconds. */
 export interface ServerConfig {
   /** Addresses to listen on; default `0.0.0.0:8443`. */
@@ -74,6 +82,8 @@ export interface ServerConfig {
   users: UserConfig[];
   /** SQLite file for the per-user counters; `null` (default): kept in memory only. */
   stateFile: string | null;
+  /** Management API listener and its bearer token; off when absent. */
+  api?: ApiConfig;
   /** Seconds between writes of changed counters to `stateFile`; default 5. */
   statsFlushInterval: number;
 }
