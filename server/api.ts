@@ -4,11 +4,21 @@
  * are JSON, errors carry a status code and a message.
  *
  * Endpoints (docs/api.md): `GET /api/v1/status`, `GET /api/v1/sessions`,
- * `DELETE /api/v1/sessions/:id` (kick), `GET /metrics` (Prometheus text).
+ * `DELETE /api/v1/sessions/:id` (kick), `GET /metrics` (Prometheus text),
+ * and the users: `GET|POST /api/v1/users`, `GET|PATCH|DELETE
+ * /api/v1/users/:name`, `POST /api/v1/users/:name/reset`,
+ * `GET /api/v1/users/:name/link`.
  * @module
  */
 
 import { timingSafeEqual } from "node:crypto";
+import {
+  type NewUserInput,
+  parseNewUser,
+  parseUserPatch,
+  UserInputError,
+  type UserPatch,
+} from "./users.ts";
 
 /** One live session as the API shows it. */
 export interface SessionView {
@@ -27,6 +37,43 @@ export interface SessionView {
   ageSeconds: number;
 }
 
+/** One user as the API shows it (never its key). */
+export interface UserView {
+  name: string;
+  /** Where the user is defined: the config file (read-only here) or the API. */
+  source: "config" | "api";
+  enabled: boolean;
+  /** Traffic allowance in bytes (up + down), or null for none. */
+  limitBytes: number | null;
+  /** Expiry as ISO-8601, or null for none. */
+  expires: string | null;
+  /** Why the user is refused now ("account disabled", …), or null. */
+  blocked: string | null;
+  bytesUp: number;
+  bytesDown: number;
+  streams: number;
+  sessions: number;
+  /** Last activity as ISO-8601, or null for never. */
+  lastSeen: string | null;
+  /** Live sessions of the user. */
+  liveSessions: number;
+}
+
+/** A created user: its view, its key (hex, shown this once) and its share link. */
+export interface CreatedUser {
+  user: UserView;
+  key: string;
+  link: string;
+}
+
+/** An error with an HTTP status, thrown by backends. */
+export class ApiError extends Error {
+  constructor(readonly status: number, message: string) {
+    super(message);
+    this.name = "ApiError";
+  }
+}
+
 /** What the API needs from the server. */
 export interface ApiBackend {
   /** Version, uptime, sessions, users, bytes, drops by reason. */
@@ -37,6 +84,20 @@ export interface ApiBackend {
   kick(id: string, reason: string): boolean;
   /** Prometheus text exposition. */
   metrics(): string;
+  /** Every user (config and API). */
+  listUsers(): UserView[];
+  /** One user, or undefined. */
+  getUser(name: string): UserView | undefined;
+  /** Creates an API user; throws ApiError (409 duplicate). */
+  createUser(input: NewUserInput): CreatedUser;
+  /** Changes an API user; throws ApiError (404, 409 for config users). */
+  updateUser(name: string, patch: UserPatch): UserView;
+  /** Deletes an API user, kicking its sessions; throws ApiError (404, 409). */
+  deleteUser(name: string): { deleted: string; kickedSessions: number };
+  /** Zeroes a user's counters; throws ApiError (404). */
+  resetUser(name: string): UserView;
+  /** A user's share link; throws ApiError (404). */
+  userLink(name: string): string;
 }
 
 /** Settings of the API listener. */
@@ -149,7 +210,68 @@ export async function handleApi(
     if (!backend.kick(id, reason)) return error(404, `no session ${id}`);
     return Response.json({ kicked: id, reason });
   }
+  if (path === "/api/v1/users" || path.startsWith("/api/v1/users/")) {
+    try {
+      return await handleUsers(req, path, backend, max);
+    } catch (e) {
+      if (e instanceof ApiError) return error(e.status, e.message);
+      if (e instanceof UserInputError) return error(400, e.message);
+      throw e;
+    }
+  }
   return error(404, `no endpoint ${method} ${path}`);
+}
+
+/** The user endpoints. */
+async function handleUsers(
+  req: Request,
+  path: string,
+  backend: ApiBackend,
+  max: number,
+): Promise<Response> {
+  const method = req.method;
+  const body = async () => {
+    const b = await readJson(req, max);
+    if (b instanceof Response) throw b;
+    return b;
+  };
+  try {
+    if (path === "/api/v1/users") {
+      if (method === "GET") return Response.json({ users: backend.listUsers() });
+      if (method === "POST") {
+        return Response.json(backend.createUser(parseNewUser(await body())), { status: 201 });
+      }
+      return error(405, "use GET or POST");
+    }
+    const m = /^\/api\/v1\/users\/([^/]+)(?:\/(reset|link))?$/.exec(path);
+    if (!m) return error(404, `no endpoint ${method} ${path}`);
+    let name: string;
+    try {
+      name = decodeURIComponent(m[1]);
+    } catch {
+      return error(400, "user name is not valid percent-encoding");
+    }
+    if (m[2] === "reset") {
+      if (method !== "POST") return error(405, "use POST");
+      return Response.json(backend.resetUser(name));
+    }
+    if (m[2] === "link") {
+      if (method !== "GET") return error(405, "use GET");
+      return Response.json({ name, link: backend.userLink(name) });
+    }
+    if (method === "GET") {
+      const u = backend.getUser(name);
+      return u ? Response.json(u) : error(404, `no user ${name}`);
+    }
+    if (method === "PATCH") {
+      return Response.json(backend.updateUser(name, parseUserPatch(await body())));
+    }
+    if (method === "DELETE") return Response.json(backend.deleteUser(name));
+    return error(405, "use GET, PATCH or DELETE");
+  } catch (e) {
+    if (e instanceof Response) return e;
+    throw e;
+  }
 }
 
 /** A running API listener. */

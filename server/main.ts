@@ -69,8 +69,7 @@ export async function main(argv: string[]): Promise<number> {
     Deno.addSignalListener("SIGUSR1", dump);
   }
   const bound = server.addresses[0];
-  const advertised = config.publicAddress ??
-    { host: isUnspecifiedHost(bound.hostname) ? "127.0.0.1" : bound.hostname, port: bound.port };
+  const advertised = server.advertisedAddress();
   for (const key of config.keys) {
     console.log(`share link: ${encodeShareLink({ key, server: advertised, mtu: config.mtu })}`);
   }

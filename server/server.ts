@@ -5,8 +5,10 @@
  * @module
  */
 
-import type { ServerConfig } from "../shared/config/types.ts";
-import { formatHostPort } from "../shared/config/types.ts";
+import type { HostPort, ServerConfig, UserConfig } from "../shared/config/types.ts";
+import { formatHostPort, isUnspecifiedHost } from "../shared/config/types.ts";
+import { generateAccessKey } from "../shared/crypto/keys.ts";
+import { encodeShareLink } from "../shared/link.ts";
 import type { Dialer } from "../shared/duplex.ts";
 import { Emitter, type TrafficStats } from "../shared/events.ts";
 import { getLog } from "../shared/log.ts";
@@ -19,9 +21,18 @@ import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./
 import { type RelayStats, serveStream } from "./relay.ts";
 import { newUdpRelayStats, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 import { CounterStore } from "./store.ts";
-import type { ApiBackend, SessionView } from "./api.ts";
+import { type ApiBackend, ApiError, type SessionView, type UserView } from "./api.ts";
 import denoJson from "../deno.json" with { type: "json" };
-import { allowed, keyHex, type User, UserRegistry, type UserSnapshot, usersOf } from "./users.ts";
+import {
+  allowed,
+  type ApiUserConfig,
+  checkUserName,
+  keyHex,
+  type User,
+  UserRegistry,
+  type UserSnapshot,
+  usersOf,
+} from "./users.ts";
 
 /** Events a server emits. */
 export interface ServerEvents {
@@ -66,6 +77,8 @@ export class OstpServer {
   /** Users (one per key) and their counters. */
   readonly users: UserRegistry;
   private store: CounterStore | null = null;
+  /** Users created through the management API (stored when there is a state file). */
+  private apiUsers: ApiUserConfig[] = [];
   private flushTimer: ReturnType<typeof setInterval> | undefined;
   private enforceTimer: ReturnType<typeof setInterval> | undefined;
   private enforceQueued = false;
@@ -136,6 +149,8 @@ export class OstpServer {
       try {
         this.store = new CounterStore(this.current.stateFile);
         this.users.load(this.store.load());
+        this.apiUsers = this.store.loadUsers();
+        this.applyUsers("access key removed");
       } catch (e) {
         this.store?.close();
         this.store = null;
@@ -251,6 +266,175 @@ export class OstpServer {
         return false;
       },
       metrics: () => prometheus(this.stats(), this.users.snapshot()),
+      ...this.userBackend(),
+    };
+  }
+
+  /**
+   * The config's users, then the API users whose name and key do not clash
+   * with them (a config reload may take a name; the API user then waits).
+   */
+  private allUsers(cfg: ServerConfig = this.current): UserConfig[] {
+    const fromConfig = usersOf(cfg);
+    const names = new Set(fromConfig.map((u) => u.name));
+    const keys = new Set(fromConfig.map((u) => keyHex(u.key)));
+    const out = [...fromConfig];
+    for (const u of this.apiUsers) {
+      if (names.has(u.name) || keys.has(keyHex(u.key))) {
+        log.warn("API user {user} is shadowed by the config file (same name or key)", {
+          user: u.name,
+        });
+        continue;
+      }
+      out.push(u);
+    }
+    return out;
+  }
+
+  /** Puts the users in force (registry and dispatcher keys); returns sessions closed. */
+  private applyUsers(reason: string, cfg: ServerConfig = this.current): number {
+    const users = this.allUsers(cfg);
+    this.users.update(users);
+    return this.dispatcher.updateKeys(users.map((u) => u.key), CloseCode.KICKED, reason);
+  }
+
+  /** The address share links carry: publicAddress, else the first listener (0.0.0.0/:: → 127.0.0.1). */
+  advertisedAddress(): HostPort {
+    if (this.current.publicAddress) return this.current.publicAddress;
+    const bound = this.addresses[0] ??
+      { hostname: this.current.listen[0].host, port: this.current.listen[0].port };
+    return {
+      host: isUnspecifiedHost(bound.hostname) ? "127.0.0.1" : bound.hostname,
+      port: bound.port,
+    };
+  }
+
+  private userView(u: User, now = Date.now()): UserView {
+    const c = u.counters;
+    let live = 0;
+    for (const s of this.dispatcher.allSessions()) if (this.userOf(s) === u) live++;
+    return {
+      name: u.name,
+      source: this.isApiUser(u) ? "api" : "config",
+      enabled: u.enabled,
+      limitBytes: u.limitBytes ?? null,
+      expires: u.expires === undefined ? null : new Date(u.expires).toISOString(),
+      blocked: allowed(u, now),
+      bytesUp: c.bytesUp,
+      bytesDown: c.bytesDown,
+      streams: c.streams,
+      sessions: c.sessions,
+      lastSeen: c.lastSeen === 0 ? null : new Date(c.lastSeen).toISOString(),
+      liveSessions: live,
+    };
+  }
+
+  private isApiUser(u: User): boolean {
+    return this.apiUsers.some((a) => a.name === u.name && keyHex(a.key) === u.keyHex);
+  }
+
+  private mustGet(name: string): User {
+    const u = this.users.get(name);
+    if (!u) throw new ApiError(404, `no user ${name.slice(0, 64)}`);
+    return u;
+  }
+
+  /** The API user named `name`: 404 if unknown, 409 if it is a config user. */
+  private mustGetApiUser(name: string): ApiUserConfig {
+    const u = this.mustGet(name);
+    const a = this.apiUsers.find((x) => x.name === name);
+    if (!a || !this.isApiUser(u)) {
+      throw new ApiError(409, `user ${name} is defined in the config file; edit it there`);
+    }
+    return a;
+  }
+
+  /** Runs a store write; a failure becomes a 500 with the reason logged. */
+  private persist(what: string, f: (s: CounterStore) => void): void {
+    if (!this.store) return;
+    try {
+      f(this.store);
+    } catch (e) {
+      log.error("cannot write the state file ({what}): {error}", { what, error: String(e) });
+      throw new ApiError(500, "cannot write the state file");
+    }
+  }
+
+  /** The user endpoints of the management API. */
+  private userBackend(): Pick<
+    ApiBackend,
+    "listUsers" | "getUser" | "createUser" | "updateUser" | "deleteUser" | "resetUser" | "userLink"
+  > {
+    const link = (u: User | UserConfig) => {
+      const key = "key" in u ? u.key : hexToBytes(u.keyHex);
+      return encodeShareLink({
+        key,
+        server: this.advertisedAddress(),
+        mtu: this.current.mtu,
+        name: u.name.startsWith("key-") ? undefined : u.name,
+      });
+    };
+    return {
+      listUsers: () => this.users.list().map((u) => this.userView(u)),
+      getUser: (name) => {
+        const u = this.users.get(name);
+        return u ? this.userView(u) : undefined;
+      },
+      createUser: (input) => {
+        const bad = checkUserName(input.name);
+        if (bad) throw new ApiError(400, bad);
+        if (this.users.get(input.name) || this.apiUsers.some((u) => u.name === input.name)) {
+          throw new ApiError(409, `name: a user named ${input.name} exists`);
+        }
+        const key = input.key ?? generateAccessKey();
+        const hex = keyHex(key);
+        if (this.users.byKey(hex) || this.apiUsers.some((u) => keyHex(u.key) === hex)) {
+          throw new ApiError(409, "key: already used by another user");
+        }
+        const cfg: ApiUserConfig = { name: input.name, key, enabled: input.enabled };
+        if (input.limitBytes !== undefined) cfg.limitBytes = input.limitBytes;
+        if (input.expires !== undefined) cfg.expires = input.expires;
+        this.persist("create user", (s) => s.putUser(cfg));
+        this.apiUsers.push(cfg);
+        this.applyUsers("access key removed");
+        log.info("user {user} created through the API", { user: cfg.name });
+        return { user: this.userView(this.users.get(cfg.name)!), key: hex, link: link(cfg) };
+      },
+      updateUser: (name, patch) => {
+        const a = this.mustGetApiUser(name);
+        const next: ApiUserConfig = { ...a };
+        if (patch.enabled !== undefined) next.enabled = patch.enabled;
+        if (patch.limitBytes === null) delete next.limitBytes;
+        else if (patch.limitBytes !== undefined) next.limitBytes = patch.limitBytes;
+        if (patch.expires === null) delete next.expires;
+        else if (patch.expires !== undefined) next.expires = patch.expires;
+        this.persist("update user", (s) => s.putUser(next));
+        this.apiUsers = this.apiUsers.map((u) => u === a ? next : u);
+        this.applyUsers("access key removed");
+        this.enforce();
+        log.info("user {user} changed through the API", { user: name });
+        return this.userView(this.users.get(name)!);
+      },
+      deleteUser: (name) => {
+        this.mustGetApiUser(name);
+        this.persist("delete user", (s) => s.deleteUser(name));
+        this.apiUsers = this.apiUsers.filter((u) => u.name !== name);
+        const kickedSessions = this.applyUsers("user deleted");
+        this.users.forget(name);
+        log.info("user {user} deleted through the API ({n} session(s) kicked)", {
+          user: name,
+          n: kickedSessions,
+        });
+        return { deleted: name, kickedSessions };
+      },
+      resetUser: (name) => {
+        const u = this.mustGet(name);
+        this.users.reset(name);
+        this.flush();
+        log.info("counters of user {user} reset through the API", { user: name });
+        return this.userView(u);
+      },
+      userLink: (name) => link(this.mustGet(name)),
     };
   }
 
@@ -375,13 +559,7 @@ export class OstpServer {
       if (next[f] !== this.current[f]) needsRestart.push(f);
     }
     if (next.stateFile !== this.current.stateFile) needsRestart.push("stateFile");
-    const users = usersOf(next);
-    this.users.update(users);
-    const closedSessions = this.dispatcher.updateKeys(
-      users.map((u) => u.key),
-      CloseCode.KICKED,
-      "access key removed",
-    ) + this.enforce();
+    const closedSessions = this.applyUsers("access key removed", next) + this.enforce();
     this.dispatcher.updateLimits({
       maxSessions: next.maxSessions,
       handshakeRate: next.handshakeRate,
@@ -456,6 +634,12 @@ function prometheus(t: ServerStats, users: UserSnapshot[]): string {
     ]),
   );
   return out.join("\n") + "\n";
+}
+
+function hexToBytes(h: string): Uint8Array {
+  const out = new Uint8Array(h.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(h.substring(2 * i, 2 * i + 2), 16);
+  return out;
 }
 
 function hex(id: number): string {

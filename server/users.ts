@@ -7,6 +7,7 @@
  */
 
 import type { ServerConfig, UserConfig } from "../shared/config/types.ts";
+import { parseAccessKey } from "../shared/crypto/keys.ts";
 
 /** Durable per-user counters. */
 export interface UserCounters {
@@ -175,8 +176,151 @@ export class UserRegistry {
     for (const n of names) this.#dirty.add(n);
   }
 
+  /** Zeroes the counters of `name` (kept as the same object) and marks them changed. */
+  reset(name: string): void {
+    Object.assign(this.counters(name), newCounters());
+    this.#dirty.add(name);
+  }
+
+  /** Drops the counters of `name` (a deleted user): a new user of that name starts at zero. */
+  forget(name: string): void {
+    this.#counters.delete(name);
+    this.#dirty.delete(name);
+  }
+
   /** Counters of every current user, for the stats dump. */
   snapshot(): UserSnapshot[] {
     return this.list().map((u) => ({ name: u.name, ...u.counters }));
   }
+}
+
+/** A user created through the management API (or loaded from the store). */
+export type ApiUserConfig = UserConfig;
+
+/** The fields of `POST /api/v1/users`, validated. */
+export interface NewUserInput {
+  name: string;
+  /** Absent: the server generates one. */
+  key?: Uint8Array;
+  limitBytes?: number;
+  expires?: number;
+  enabled: boolean;
+}
+
+/** The fields of `PATCH /api/v1/users/:name`, validated; `null` clears. */
+export interface UserPatch {
+  limitBytes?: number | null;
+  expires?: number | null;
+  enabled?: boolean;
+}
+
+/** A request body that fails validation: `message` names the field. */
+export class UserInputError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "UserInputError";
+  }
+}
+
+/** User names the config accepts. */
+export const USER_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
+const ISO_DATE_RE =
+  /^\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?(?:Z|[+-]\d{2}:?\d{2})?)?$/i;
+
+/** Why `name` is not a valid name for a new user, or null. */
+export function checkUserName(name: unknown): string | null {
+  if (typeof name !== "string" || !USER_NAME_RE.test(name)) {
+    return "name: expected 1 to 64 characters of A-Z, a-z, 0-9, '.', '_', '-'";
+  }
+  if (/^key-\d+$/.test(name)) return 'name: names "key-N" are reserved for the entries of keys';
+  return null;
+}
+
+function typeOf(v: unknown): string {
+  return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
+}
+
+function asObject(body: unknown, fields: readonly string[]): Record<string, unknown> {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) {
+    throw new UserInputError("expected a JSON object");
+  }
+  const o = body as Record<string, unknown>;
+  for (const k of Object.keys(o)) {
+    if (!fields.includes(k)) {
+      throw new UserInputError(
+        `${k.length > 40 ? k.slice(0, 40) + "…" : k}: unknown field (expected ${
+          fields.join(", ")
+        })`,
+      );
+    }
+  }
+  return o;
+}
+
+function readLimit(v: unknown): number {
+  if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 1) {
+    throw new UserInputError("limitBytes: expected a positive integer (bytes up + down)");
+  }
+  return v;
+}
+
+function readExpires(v: unknown): number {
+  const t = typeof v === "string" && ISO_DATE_RE.test(v) ? Date.parse(v) : NaN;
+  if (Number.isNaN(t)) {
+    throw new UserInputError(
+      'expires: expected an ISO-8601 date or date-time ("2030-01-31T00:00:00Z")',
+    );
+  }
+  return t;
+}
+
+function readEnabled(v: unknown): boolean {
+  if (typeof v !== "boolean") {
+    throw new UserInputError(`enabled: expected true or false, got ${typeOf(v)}`);
+  }
+  return v;
+}
+
+/**
+ * Validates the body of `POST /api/v1/users` (uniqueness is the caller's
+ * check). `key` is 64 hex digits or 43 base64url characters.
+ * @throws {UserInputError} naming the field.
+ */
+export function parseNewUser(body: unknown): NewUserInput {
+  const o = asObject(body, ["name", "key", "limitBytes", "expires", "enabled"]);
+  if (o.name === undefined) throw new UserInputError("name: required");
+  const bad = checkUserName(o.name);
+  if (bad) throw new UserInputError(bad);
+  const out: NewUserInput = { name: o.name as string, enabled: true };
+  if (o.key !== undefined && o.key !== null) {
+    if (typeof o.key !== "string") {
+      throw new UserInputError(`key: expected a string, got ${typeOf(o.key)}`);
+    }
+    try {
+      out.key = parseAccessKey(o.key);
+    } catch {
+      throw new UserInputError(
+        "key: expected 32 bytes as 64 hex digits or 43 base64url characters",
+      );
+    }
+  }
+  if (o.limitBytes !== undefined && o.limitBytes !== null) out.limitBytes = readLimit(o.limitBytes);
+  if (o.expires !== undefined && o.expires !== null) out.expires = readExpires(o.expires);
+  if (o.enabled !== undefined) out.enabled = readEnabled(o.enabled);
+  return out;
+}
+
+/**
+ * Validates the body of `PATCH /api/v1/users/:name`.
+ * @throws {UserInputError} naming the field.
+ */
+export function parseUserPatch(body: unknown): UserPatch {
+  const o = asObject(body, ["limitBytes", "expires", "enabled"]);
+  const out: UserPatch = {};
+  if (o.limitBytes !== undefined) {
+    out.limitBytes = o.limitBytes === null ? null : readLimit(o.limitBytes);
+  }
+  if (o.expires !== undefined) out.expires = o.expires === null ? null : readExpires(o.expires);
+  if (o.enabled !== undefined) out.enabled = readEnabled(o.enabled);
+  return out;
 }
