@@ -452,7 +452,12 @@ async function linksCommand(argv: string[]): Promise<ServerCliResult> {
   }
   let links: string[];
   try {
-    links = config.keys.map((key) => encodeShareLink({ key, server, mtu: config.mtu }));
+    links = [
+      ...config.keys.map((key) => encodeShareLink({ key, server, mtu: config.mtu })),
+      ...config.users.map((u) =>
+        encodeShareLink({ key: u.key, server, mtu: config.mtu, name: u.name })
+      ),
+    ];
   } catch (e) {
     if (e instanceof LinkError) return { kind: "error", text: `error: ${e.message}` };
     throw e;

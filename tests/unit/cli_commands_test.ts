@@ -258,3 +258,15 @@ Deno.test("server/main.ts: genkey and check exit codes", async () => {
     assert(!ko.stderr.includes(hex(K1)) && !ko.stdout.includes(hex(K1)), "secret echoed");
   });
 });
+
+Deno.test("links: named users get links carrying their names", async () => {
+  await withDir(async (dir) => {
+    const K3 = crypto.getRandomValues(new Uint8Array(32));
+    const path = await twoKeyConfig(dir, { users: [{ name: "alice", key: hex(K3) }] });
+    const r = expectKind(await parseServerArgs(["links", path]), "links");
+    assertEquals(r.links.length, 3);
+    const alice = decodeShareLink(r.links[2]);
+    assertEquals(alice.key, K3);
+    assertEquals(alice.name, "alice");
+  });
+});
