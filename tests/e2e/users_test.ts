@@ -127,3 +127,62 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "e2e users: kill -9 in the middle of a transfer loses at most the last flush interval",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const origin = startOrigin();
+    const x = user("x");
+    const env = await setup([x.entry]);
+    let server = await env.start();
+    let client;
+    try {
+      client = await startClient(env.link(x.key), ["--keepalive", "1", "--idle-timeout", "3"]);
+      const transfer = curl([
+        "-m",
+        "60",
+        "--limit-rate",
+        "2M",
+        "-o",
+        "/dev/null",
+        "--socks5-hostname",
+        `127.0.0.1:${client.proxyPort}`,
+        `http://127.0.0.1:${origin.port}/bytes/${64 * MiB}`,
+      ]);
+      await new Promise((r) => setTimeout(r, 2000));
+      // Sample the live counter while bytes flow, then kill without warning.
+      const samples: [number, number][] = [];
+      for (let i = 0; i < 12; i++) {
+        const u = (await server.statsDump()).users.find((u: { name: string }) => u.name === "x");
+        samples.push([performance.now(), u.bytesDown]);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const killedAt = performance.now();
+      await server.stop("SIGKILL");
+      assert((await transfer).code !== 0, "the transfer was still running when the server died");
+      server = await env.start();
+      const after = (await server.statsDump()).users.find((u: { name: string }) => u.name === "x");
+      // Flush interval 1 s (+0.5 s for timer slack): everything counted by then was written.
+      const due = samples.filter(([t]) => t <= killedAt - 1500).map(([, v]) => v);
+      const last = samples[samples.length - 1][1];
+      assert(
+        due.length > 0 && after.bytesDown >= Math.max(...due),
+        `loaded ${after.bytesDown} < ${due}`,
+      );
+      assert(after.bytesDown <= last + 4 * MiB, "nothing invented");
+      console.log(
+        `  kill -9 mid-transfer: ${last} bytes counted at the last sample, ${after.bytesDown} loaded ` +
+          `after restart (lost ${
+            Math.max(0, last - after.bytesDown)
+          } bytes, flush interval 1 s at 2 MB/s)`,
+      );
+    } finally {
+      await client?.daemon.stop();
+      await server.stop();
+      await origin.close();
+      await Deno.remove(env.dir, { recursive: true });
+    }
+  },
+});
