@@ -11,7 +11,7 @@
  * @module
  */
 
-import { Command, CommanderError, Option } from "commander";
+import { type Command, CommanderError, Option } from "commander";
 import { formatAccessKey } from "../shared/crypto/keys.ts";
 import {
   ConfigError,
@@ -63,21 +63,9 @@ interface ClientOptions {
 }
 
 function buildProgram(output: { out: string; err: string }): Command {
-  return new Command("ostp-client")
+  return baseCommand("ostp-client", output)
     .description("OSTP client: a local SOCKS5 and HTTP proxy that tunnels to an ostp server.")
     .version(denoJson.version, "-V, --version", "print the version")
-    .helpOption("-h, --help", "show this help")
-    .exitOverride()
-    .configureOutput({
-      writeOut: (s) => (output.out += s),
-      writeErr: (s) => (output.err += s),
-      getOutHelpWidth: () => 100,
-      getErrHelpWidth: () => 100,
-      getOutHasColors: () => false,
-      getErrHasColors: () => false,
-    })
-    .showHelpAfterError("(run with --help for usage)")
-    .allowExcessArguments(false)
     .usage("[options] [link]\n       ostp-client <command> [args]")
     .addHelpText("after", COMMANDS_HELP)
     .argument("[link]", "an ostp:// share link (all a client needs)")

@@ -6,7 +6,7 @@
  */
 
 import { type ClientConfig, formatHostPort } from "../shared/config/types.ts";
-import { Emitter, type TrafficStats } from "../shared/events.ts";
+import { Emitter, type TrafficStats, trafficStats } from "../shared/events.ts";
 import { getLog } from "../shared/log.ts";
 import { isExpectedDisconnect } from "../shared/pipe.ts";
 import { ProxyServer } from "./inbound/proxy_server.ts";
@@ -122,39 +122,8 @@ export class OstpClient {
 
   /** Current counters summed over sessions. */
   stats(): TrafficStats {
-    const t: TrafficStats = {
-      uptimeMs: performance.now() - this.startedAt,
-      sessions: 0,
-      streams: 0,
-      bytesSent: 0,
-      bytesReceived: 0,
-      packetsSent: 0,
-      packetsReceived: 0,
-      packetsLost: 0,
-      retransmittedBytes: 0,
-      rttMs: 0,
-      cwnd: 0,
-    };
-    let busiest = -1;
-    for (const r of this.pool.runners) {
-      const c = r.conn;
-      if (!c) continue;
-      const s = c.session;
-      t.sessions++;
-      t.streams += s.streamCount;
-      t.bytesSent += s.stats.bytesSent;
-      t.bytesReceived += s.stats.bytesReceived;
-      t.packetsSent += s.stats.packetsSent;
-      t.packetsReceived += s.stats.packetsReceived;
-      t.packetsLost += s.stats.packetsLost;
-      t.retransmittedBytes += s.stats.retransmittedBytes;
-      if (s.stats.bytesReceived > busiest) {
-        busiest = s.stats.bytesReceived;
-        t.rttMs = s.rtt.smoothed;
-        t.cwnd = s.cc.cwnd;
-      }
-    }
-    return t;
+    const sessions = this.pool.runners.flatMap((r) => (r.conn ? [r.conn.session] : []));
+    return trafficStats(sessions, performance.now() - this.startedAt);
   }
 
   /** Stops the proxy and closes the sessions with a reason. */

@@ -10,7 +10,7 @@ import { formatHostPort, isUnspecifiedHost } from "../shared/config/types.ts";
 import { generateAccessKey } from "../shared/crypto/keys.ts";
 import { encodeShareLink } from "../shared/link.ts";
 import type { Dialer } from "../shared/duplex.ts";
-import { Emitter, type TrafficStats } from "../shared/events.ts";
+import { Emitter, type TrafficStats, trafficStats } from "../shared/events.ts";
 import { getLog } from "../shared/log.ts";
 import { isExpectedDisconnect } from "../shared/pipe.ts";
 import { CloseCode } from "../shared/session/session.ts";
@@ -498,40 +498,14 @@ export class OstpServer {
 
   /** Current counters. */
   stats(): ServerStats {
-    const t: ServerStats = {
-      uptimeMs: performance.now() - this.startedAt,
+    const live = [...this.dispatcher.allSessions()];
+    return {
+      ...trafficStats(live.map((s) => s.conn.session), performance.now() - this.startedAt),
       sessions: this.dispatcher.sessionCount,
-      streams: 0,
-      bytesSent: 0,
-      bytesReceived: 0,
-      packetsSent: 0,
-      packetsReceived: 0,
-      packetsLost: 0,
-      retransmittedBytes: 0,
-      rttMs: 0,
-      cwnd: 0,
       drops: { ...this.dispatcher.drops },
       handshakes: this.dispatcher.handshakes,
-      migrations: 0,
+      migrations: live.reduce((n, s) => n + s.migrations, 0),
     };
-    let busiest = -1;
-    for (const s of this.dispatcher.allSessions()) {
-      const st = s.conn.session.stats;
-      t.migrations += s.migrations;
-      t.streams += s.conn.session.streamCount;
-      t.bytesSent += st.bytesSent;
-      t.bytesReceived += st.bytesReceived;
-      t.packetsSent += st.packetsSent;
-      t.packetsReceived += st.packetsReceived;
-      t.packetsLost += st.packetsLost;
-      t.retransmittedBytes += st.retransmittedBytes;
-      if (st.bytesSent > busiest) {
-        busiest = st.bytesSent;
-        t.rttMs = s.conn.session.rtt.smoothed;
-        t.cwnd = s.conn.session.cc.cwnd;
-      }
-    }
-    return t;
   }
 
   private current: ServerConfig;

@@ -7,6 +7,8 @@
 /** Maps event names to their payload types. */
 export type EventMap = Record<string, unknown>;
 
+import type { Session } from "./session/session.ts";
+
 /** Subscribe with {@link Emitter.on}; the returned function unsubscribes. */
 export class Emitter<E extends EventMap> {
   private readonly handlers = new Map<keyof E, Set<(v: never) => void>>();
@@ -53,4 +55,43 @@ export interface TrafficStats {
   rttMs: number;
   /** Congestion window of the busiest session, bytes (0 if none). */
   cwnd: number;
+}
+
+/**
+ * Sums the counters of `sessions`; RTT and congestion window come from the
+ * busiest session (most bytes either way).
+ */
+export function trafficStats(sessions: Iterable<Session>, uptimeMs: number): TrafficStats {
+  const t: TrafficStats = {
+    uptimeMs,
+    sessions: 0,
+    streams: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    packetsSent: 0,
+    packetsReceived: 0,
+    packetsLost: 0,
+    retransmittedBytes: 0,
+    rttMs: 0,
+    cwnd: 0,
+  };
+  let busiest = -1;
+  for (const s of sessions) {
+    const st = s.stats;
+    t.sessions++;
+    t.streams += s.streamCount;
+    t.bytesSent += st.bytesSent;
+    t.bytesReceived += st.bytesReceived;
+    t.packetsSent += st.packetsSent;
+    t.packetsReceived += st.packetsReceived;
+    t.packetsLost += st.packetsLost;
+    t.retransmittedBytes += st.retransmittedBytes;
+    const volume = st.bytesSent + st.bytesReceived;
+    if (volume > busiest) {
+      busiest = volume;
+      t.rttMs = s.rtt.smoothed;
+      t.cwnd = s.cc.cwnd;
+    }
+  }
+  return t;
 }

@@ -348,14 +348,22 @@ export class OstpPool {
 
   /** Picks the connected session with the fewest streams (round robin among ties). */
   private pick(): Connection | null {
+    return this.pickBy((c) => c.session.streamCount, Infinity);
+  }
+
+  /**
+   * The connected session with the lowest `load` below `limit`, starting the
+   * scan one further each call so ties rotate.
+   */
+  private pickBy(load: (c: Connection) => number, limit: number): Connection | null {
     let best: Connection | null = null;
-    let bestCount = Infinity;
+    let bestCount = limit;
     const n = this.runners.length;
     for (let i = 0; i < n; i++) {
       const r = this.runners[(this.next + i) % n];
       const c = r.conn;
       if (!c || !c.isOpen || r.state !== "connected") continue;
-      const count = c.session.streamCount;
+      const count = load(c);
       if (count < bestCount) {
         best = c;
         bestCount = count;
@@ -399,21 +407,7 @@ export class OstpPool {
 
   /** Connected session with the fewest UDP flows below the per-session bound. */
   private pickUdp(): Connection | null {
-    let best: Connection | null = null;
-    let bestCount = MAX_UDP_FLOWS_PER_SESSION;
-    const n = this.runners.length;
-    for (let i = 0; i < n; i++) {
-      const r = this.runners[(this.next + i) % n];
-      const c = r.conn;
-      if (!c || !c.isOpen || r.state !== "connected") continue;
-      const count = this.udpCounts.get(c) ?? 0;
-      if (count < bestCount) {
-        best = c;
-        bestCount = count;
-      }
-    }
-    this.next = (this.next + 1) % n;
-    return best;
+    return this.pickBy((c) => this.udpCounts.get(c) ?? 0, MAX_UDP_FLOWS_PER_SESSION);
   }
 
   private attach(f: PoolFlow, c: Connection | null): void {
