@@ -6,7 +6,7 @@
  * @module
  */
 
-import { deriveSecrets, type KeySecrets, Masker } from "../shared/crypto/keys.ts";
+import { deriveSecrets, type KeySecrets, Masker, toHex } from "../shared/crypto/keys.ts";
 import { Connection } from "../shared/session/connection.ts";
 import {
   buildServerHello,
@@ -348,8 +348,8 @@ export class Dispatcher {
    * Returns how many sessions were closed.
    */
   updateKeys(keys: Uint8Array[], code: number, reason: string): number {
-    const old = new Map(this.keys.map((e) => [hex(e.raw), e]));
-    this.keys = keys.map((k) => old.get(hex(k)) ?? keyEntry(k));
+    const old = new Map(this.keys.map((e) => [toHex(e.raw), e]));
+    this.keys = keys.map((k) => old.get(toHex(k)) ?? keyEntry(k));
     const live = new Set(this.keys);
     let closed = 0;
     for (const s of [...this.sessions.values()]) {
@@ -388,10 +388,6 @@ export class Dispatcher {
 function keyEntry(raw: Uint8Array): KeyEntry {
   const secrets = deriveSecrets(raw);
   return { raw: raw.slice(), secrets, masker: new Masker(secrets.obfsKey) };
-}
-
-function hex(b: Uint8Array): string {
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
 }
 
 function equal(a: Uint8Array, b: Uint8Array): boolean {

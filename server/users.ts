@@ -7,7 +7,7 @@
  */
 
 import type { ServerConfig, UserConfig } from "../shared/config/types.ts";
-import { parseAccessKey } from "../shared/crypto/keys.ts";
+import { parseAccessKey, toHex } from "../shared/crypto/keys.ts";
 
 /** Durable per-user counters. */
 export interface UserCounters {
@@ -65,10 +65,8 @@ export function usersOf(cfg: Pick<ServerConfig, "keys" | "users">): UserConfig[]
   ];
 }
 
-/** Lowercase hex of a key. */
-export function keyHex(b: Uint8Array): string {
-  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-}
+/** Lowercase hex of a key (the map key for users). */
+export const keyHex: (b: Uint8Array) => string = toHex;
 
 /**
  * The users of a server by name and by key, with their counters. Counters of
