@@ -275,7 +275,11 @@ export class LinuxUdpSocket implements DatagramSocket {
   }
 
   send(data: Uint8Array, to: Deno.NetAddr): void {
-    if (this.closed || data.length > SEND_SLOT) return;
+    if (this.closed) return;
+    if (data.length > SEND_SLOT) {
+      this.sendLarge(data, to);
+      return;
+    }
     if (this.txCount === BATCH) this.flush();
     const i = this.txCount++;
     this.txData.set(data, i * SEND_SLOT);
@@ -292,6 +296,27 @@ export class LinuxUdpSocket implements DatagramSocket {
       this.flushQueued = true;
       queueMicrotask(this.flushTask);
     }
+  }
+
+  /**
+   * Sends a datagram bigger than a queue slot (an MTU above 2 KiB) on its own:
+   * what is queued goes first, then slot 0's iovec points at a private copy.
+   */
+  private sendLarge(data: Uint8Array, to: Deno.NetAddr): void {
+    this.flush();
+    const copy = data.slice() as Uint8Array<ArrayBuffer>;
+    let nameLen: number;
+    try {
+      nameLen = encodeSockaddr(this.txNameView, 0, to.hostname, to.port, this.v6);
+    } catch {
+      return;
+    }
+    this.txMsgView.setUint32(8, nameLen, true);
+    const savedBase = this.txIovView.getBigUint64(0, true);
+    this.txIovView.setBigUint64(0, addrOf(copy), true);
+    this.txIovView.setBigUint64(8, BigInt(copy.length), true);
+    if (sym().sendmmsg(this.fd, this.txMsgs, 1, MSG_DONTWAIT) !== 1) this.sendDrops++;
+    this.txIovView.setBigUint64(0, savedBase, true);
   }
 
   private readonly flushTask = (): void => {

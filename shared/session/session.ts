@@ -291,6 +291,7 @@ export class Session implements FrameSink {
   private nextLocalId: number;
   private highestPeerId: number;
   private peerStreamCount = 0;
+  private localStreamCount = 0;
   private sendQueue: StreamState[] = [];
   private controlQueue: StreamState[] = [];
 
@@ -566,12 +567,11 @@ export class Session implements FrameSink {
   /** Opens a stream; returns its id, or -1 if the session is closing or the peer's limit is reached. */
   openStream(): number {
     if (this.state !== "open" || this.goingAway) return -1;
-    let local = 0;
-    for (const st of this.streams.values()) if (!st.peerInitiated) local++;
-    if (local >= this.peerMaxStreams) return -1;
+    if (this.localStreamCount >= this.peerMaxStreams) return -1;
     const id = this.nextLocalId;
     this.nextLocalId += 2;
     this.streams.set(id, this.newStream(id, false));
+    this.localStreamCount++;
     return id;
   }
 
@@ -1148,6 +1148,7 @@ export class Session implements FrameSink {
     if (!sendDone || !recvDone) return;
     if (!this.streams.delete(st.id)) return;
     if (st.peerInitiated) this.peerStreamCount--;
+    else this.localStreamCount--;
     if (st.readWanted) this.events.push({ type: "readable", id: st.id });
     if (this.goingAway && this.streams.size === 0) this.close(this.closeCode, this.closeReason);
   }
