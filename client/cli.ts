@@ -11,7 +11,7 @@
  * @module
  */
 
-import { type Command, CommanderError, Option } from "commander";
+import { type Command, Option } from "commander";
 import { formatAccessKey } from "../shared/crypto/keys.ts";
 import {
   ConfigError,
@@ -101,16 +101,8 @@ async function parse(argv: string[]): Promise<ClientCliResult> {
   if (argv[0] === "check") return await checkCommand(argv.slice(1));
   const output = { out: "", err: "" };
   const program = buildProgram(output);
-  try {
-    await program.parseAsync(argv, { from: "user" });
-  } catch (e) {
-    if (!(e instanceof CommanderError)) throw e;
-    if (e.code === "commander.helpDisplayed" || e.code === "commander.help") {
-      return { kind: "help", text: output.out };
-    }
-    if (e.code === "commander.version") return { kind: "version", text: output.out };
-    return { kind: "error", text: output.err || `error: ${e.message}` };
-  }
+  const early = await runCommander(program, argv, output);
+  if (early) return early;
   const o = program.opts<ClientOptions>();
   const linkText = program.args[0] as string | undefined;
 
