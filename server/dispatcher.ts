@@ -11,7 +11,7 @@ import { Connection } from "../shared/session/connection.ts";
 import {
   buildServerHello,
   type HelloParams,
-  readClientHello,
+  readClientHelloFrom,
 } from "../shared/session/handshake.ts";
 import { CloseCode, Receive, Session, type SessionConfig } from "../shared/session/session.ts";
 import { decodeHandshakeDatagram, ReplayCache } from "../shared/wire/handshake.ts";
@@ -51,6 +51,8 @@ export interface DispatcherOptions {
   replayWindowMs: number;
   replayCacheSize: number;
   session: Partial<SessionConfig>;
+  /** Key-trial budget per second (default {@link KEY_TRIALS_PER_SECOND}). */
+  keyTrialsPerSecond?: number;
   /** Wall clock for handshake timestamps (injectable for tests). */
   wallClock?: () => number;
 }
@@ -131,7 +133,7 @@ export class Dispatcher {
   private readonly replay: ReplayCache;
   private handshakeTokens: TokenBucket;
   /** Key trials (one HMAC each) per second: bounds the work junk can cause with many keys. */
-  private readonly trialTokens = new TokenBucket(KEY_TRIALS_PER_SECOND, 2 * KEY_TRIALS_PER_SECOND);
+  private readonly trialTokens: TokenBucket;
   private readonly wallClock: () => number;
   private readonly params: HelloParams;
 
@@ -142,6 +144,8 @@ export class Dispatcher {
       windowMs: 2 * opts.replayWindowMs,
     });
     this.handshakeTokens = new TokenBucket(opts.handshakeRate, opts.handshakeBurst);
+    const trials = opts.keyTrialsPerSecond ?? KEY_TRIALS_PER_SECOND;
+    this.trialTokens = new TokenBucket(trials, 2 * trials);
     this.wallClock = opts.wallClock ?? Date.now;
     const cfg = { ...opts.session };
     this.params = {
@@ -228,27 +232,26 @@ export class Dispatcher {
   }
 
   private tryHandshake(data: Uint8Array, peer: Peer, key: string): void {
-    // Cheap framing check first (one HMAC per key), so junk does not spend the
-    // handshake tokens that genuine clients need.
     if (this.keys.length > 1 && !this.trialTokens.take(this.keys.length)) {
       this.drops.rateLimited++;
       return;
     }
-    let framed = false;
-    for (let k = 0; k < this.keys.length && !framed; k++) {
-      framed = decodeHandshakeDatagram(this.keys[k].masker, data) !== null;
-    }
-    if (!framed) {
-      this.drops.unauthenticated++;
-      return;
-    }
-    if (!this.handshakeTokens.take()) {
-      this.drops.rateLimited++;
-      return;
-    }
+    // Each key unmasks once (one HMAC). Only a datagram framed like a hello
+    // under some key spends a handshake token, so junk does not use up the
+    // tokens genuine clients need; the Noise read runs only for framed keys.
+    let tokenTaken = false;
     for (let k = 0; k < this.keys.length; k++) {
       const { secrets, masker } = this.keys[k];
-      const hello = readClientHello(secrets, masker, data);
+      const dec = decodeHandshakeDatagram(masker, data);
+      if (!dec) continue;
+      if (!tokenTaken) {
+        if (!this.handshakeTokens.take()) {
+          this.drops.rateLimited++;
+          return;
+        }
+        tokenTaken = true;
+      }
+      const hello = readClientHelloFrom(secrets, dec);
       if (!hello) continue;
       const wall = this.wallClock();
       if (Math.abs(hello.timestamp - wall) > this.opts.replayWindowMs) {
@@ -283,7 +286,7 @@ export class Dispatcher {
 
   private accept(
     k: number,
-    hello: NonNullable<ReturnType<typeof readClientHello>>,
+    hello: NonNullable<ReturnType<typeof readClientHelloFrom>>,
     peer: Peer,
     key: string,
   ): void {

@@ -12,7 +12,11 @@ import {
   OSTP_PROLOGUE,
   type TransportKeys,
 } from "../crypto/noise.ts";
-import { decodeHandshakeDatagram, encodeHandshakeDatagram } from "../wire/handshake.ts";
+import {
+  decodeHandshakeDatagram,
+  encodeHandshakeDatagram,
+  type HandshakeDatagram,
+} from "../wire/handshake.ts";
 import { Reader, varintSize, writeVarint } from "../wire/varint.ts";
 import type { TransportParams } from "./session.ts";
 
@@ -102,7 +106,17 @@ export function readClientHello(
   datagram: Uint8Array,
 ): AcceptedHello | null {
   const dec = decodeHandshakeDatagram(masker, datagram);
-  if (!dec) return null;
+  return dec ? readClientHelloFrom(secrets, dec) : null;
+}
+
+/**
+ * The Noise part of {@link readClientHello}, for a datagram already unmasked
+ * with the same key (so a server trying many keys unmasks each only once).
+ */
+export function readClientHelloFrom(
+  secrets: KeySecrets,
+  dec: HandshakeDatagram,
+): AcceptedHello | null {
   const responder = new NoiseResponder({ psk: secrets.psk, prologue: OSTP_PROLOGUE });
   try {
     const { payload, remoteEphemeral } = responder.readMessage1(dec.noiseMsg);
