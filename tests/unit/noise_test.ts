@@ -25,7 +25,7 @@ interface Vector {
 }
 
 const VECTOR_URL = new URL(
-  "../../../shared/vectors/noise-nnpsk0-25519-chachapoly-blake2s.json",
+  "../fixtures/noise-nnpsk0-25519-chachapoly-blake2s.json",
   import.meta.url,
 );
 
