@@ -1,10 +1,14 @@
 /**
  * Command line of `ostp-client`: parses the arguments into a validated
- * {@link ClientConfig} without printing or exiting; the caller prints `text`
- * and picks the exit code.
+ * {@link ClientConfig} without exiting; the caller prints `text` and picks
+ * the exit code. The only output of its own is a warning (through
+ * {@link CliContext.warn}, stderr by default) for a secret typed on the
+ * command line or kept in a file other users can read.
  *
- * Precedence: defaults < config file < share link < flags. A share link is
- * the only argument a user needs: `ostp-client 'ostp://KEY@host:8443#name'`.
+ * Precedence: defaults < config file < environment (`OSTP_LINK` < `OSTP_KEY`,
+ * `OSTP_PASSWORD`) < command line (share link or `--link-file` < flags). A
+ * share link is all a client needs: `OSTP_LINK='ostp://KEY@host:8443' ostp-client`,
+ * `ostp-client --link-file link.txt` or `ostp-client 'ostp://KEY@host:8443'`.
  *
  * Subcommands: `init server|client [path] [--force]` (a commented template)
  * and `check <config>` (validate a client config file).
@@ -23,7 +27,24 @@ import {
   readJsoncFile,
 } from "../shared/config/types.ts";
 import { type ClientConfig, parseClientConfig } from "../shared/config/client_config.ts";
+import {
+  type CliContext,
+  cliContext,
+  type CommandLineSecret,
+  commandLineWarning,
+  ENV_KEY,
+  ENV_LINK,
+  ENV_PASSWORD,
+  passwordFromFile,
+  readConfigSecretFiles,
+  readSecretFile,
+  type SecretFile,
+  singleSecretLine,
+  warnLooseFiles,
+} from "../shared/config/secrets.ts";
 import { decodeShareLink, LinkError, type ShareLink } from "../shared/link.ts";
+import { type StatusCliKit, statusCommand } from "../shared/control/status.ts";
+import { programName, quietTaskHint } from "../shared/program_name.ts";
 import { baseCommand, initConfig, runCommander } from "../server/cli.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
@@ -37,49 +58,72 @@ export type ClientCliResult =
   | { kind: "run"; config: ClientConfig; configPath?: string; name?: string }
   | { kind: "init"; text: string; path?: string }
   | { kind: "check"; text: string; config: ClientConfig }
+  | { kind: "status"; text: string; answer: Record<string, unknown> }
   | { kind: "help" | "version" | "error" | "failure"; text: string };
 
 /** Subcommand names `ostp-client` recognises as its first argument. */
-export const CLIENT_COMMANDS = ["init", "check"] as const;
+export const CLIENT_COMMANDS = ["init", "check", "status"] as const;
+
+/** How the user runs the client: `ostp-client`, or `deno task client` from the repository. */
+const CLIENT = programName("client");
 
 const COMMANDS_HELP = `
 Commands:
   init server|client [path] [--force]  write a commented config template (stdout without a path)
   check <config>                       validate a client config file
-Run "ostp-client <command> --help" for a command's options.`;
+  status [--control <path>] [-c <config>] [--json]
+                                       print the running client's counters (control socket)
+Run "${CLIENT} <command> --help" for a command's options.
+
+Keep secrets out of "ps": set ${ENV_LINK}, ${ENV_KEY} or ${ENV_PASSWORD}, or use --link-file,
+--key-file or --password-file, rather than a link argument, --key or --password.${
+  quietTaskHint("client")
+}`;
 
 interface ClientOptions {
   config?: string;
   server?: string;
   key?: string;
+  keyFile?: string;
+  linkFile?: string;
   listen?: string;
   mux?: string;
   keepalive?: string;
   idleTimeout?: string;
   username?: string;
   password?: string;
+  passwordFile?: string;
   logLevel?: string;
   logFormat?: string;
+  control?: string | false;
 }
 
 function buildProgram(output: { out: string; err: string }): Command {
-  return baseCommand("ostp-client", output)
+  return baseCommand(CLIENT, output)
     .description("OSTP client: a local SOCKS5 and HTTP proxy that tunnels to an ostp server.")
     .version(denoJson.version, "-V, --version", "print the version")
-    .usage("[options] [link]\n       ostp-client <command> [args]")
+    .usage(`[options] [link]\n       ${CLIENT} <command> [args]`)
     .addHelpText("after", COMMANDS_HELP)
-    .argument("[link]", "an ostp:// share link (all a client needs)")
+    .argument("[link]", `an ostp:// share link (other local users can read it: prefer ${ENV_LINK})`)
     .option("-c, --config <file>", "config file (JSON with comments)")
+    .option("--link-file <path>", "file holding the ostp:// share link")
     .option("-s, --server <host:port>", "server address")
-    .option("-k, --key <key>", "access key (hex or base64url)")
+    .option("--key-file <path>", "file holding the access key")
+    .option("-k, --key <key>", `access key (hex or base64url; prefer --key-file or ${ENV_KEY})`)
     .option("-l, --listen <host:port>", "local SOCKS5/HTTP proxy address (default 127.0.0.1:1088)")
     .option("--mux <n>", "parallel sessions to the server (1..16)")
     .option("--keepalive <s>", "seconds between keepalives when idle")
     .option("--idle-timeout <s>", "seconds of silence before the server is declared dead")
     .option("--username <u>", "user name the local proxy requires")
-    .option("--password <p>", "password the local proxy requires (visible to other local users)")
+    .option("--password-file <path>", "file holding the password the local proxy requires")
+    .option(
+      "--password <p>",
+      `password the local proxy requires (prefer --password-file or ${ENV_PASSWORD})`,
+    )
     .addOption(new Option("--log-level <lvl>", "log level").choices(LOG_LEVELS))
-    .addOption(new Option("--log-format <fmt>", "log format").choices(LOG_FORMATS));
+    .addOption(new Option("--log-format <fmt>", "log format").choices(LOG_FORMATS))
+    .option("--control <path>", "control socket for `status` and `hop` (default: see README)")
+    .option("--no-control", "run without a control socket");
 }
 
 function errorResult(e: ConfigError | LinkError): ClientCliResult {
@@ -87,18 +131,31 @@ function errorResult(e: ConfigError | LinkError): ClientCliResult {
 }
 
 /**
- * Parses the client's arguments (without the program name). Never prints or
- * exits: help, version and errors come back as text.
+ * Parses the client's arguments (without the program name). Never exits, and
+ * prints nothing but warnings (to `ctx.warn`): help, version and errors come
+ * back as text. `ctx.env` supplies `OSTP_LINK`, `OSTP_KEY` and `OSTP_PASSWORD`.
  */
-export async function parseClientArgs(argv: string[]): Promise<ClientCliResult> {
-  const r = await parse(argv);
+export async function parseClientArgs(
+  argv: string[],
+  ctx?: CliContext,
+): Promise<ClientCliResult> {
+  const r = await parse(argv, cliContext(ctx));
   if ("text" in r) r.text = r.text.trimEnd();
   return r;
 }
 
-async function parse(argv: string[]): Promise<ClientCliResult> {
-  if (argv[0] === "init") return await initConfig("ostp-client", argv.slice(1));
-  if (argv[0] === "check") return await checkCommand(argv.slice(1));
+async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientCliResult> {
+  if (argv[0] === "init") return await initConfig(CLIENT, argv.slice(1));
+  if (argv[0] === "check") return await checkCommand(argv.slice(1), ctx);
+  if (argv[0] === "status") {
+    const kit: StatusCliKit = {
+      program: CLIENT,
+      daemon: "client",
+      command: baseCommand,
+      run: runCommander,
+    };
+    return await statusCommand(argv.slice(1), kit);
+  }
   const output = { out: "", err: "" };
   const program = buildProgram(output);
   const early = await runCommander(program, argv, output);
@@ -106,7 +163,45 @@ async function parse(argv: string[]): Promise<ClientCliResult> {
   const o = program.opts<ClientOptions>();
   const linkText = program.args[0] as string | undefined;
 
+  const issues: ConfigIssue[] = [];
+  const both = (a: string, b: string) => issues.push({ path: a, message: `give ${a} or ${b}` });
+  if (o.key !== undefined && o.keyFile !== undefined) both("--key-file", "--key, not both");
+  if (linkText !== undefined && o.linkFile !== undefined) {
+    both("--link-file", "a share link argument, not both");
+  }
+  if (o.password !== undefined && o.passwordFile !== undefined) {
+    both("--password-file", "--password, not both");
+  }
+  if (issues.length > 0) return errorResult(new ConfigError(issues));
+
+  /** Secret files read for flags, for their mode warnings. */
+  const flagFiles: SecretFile[] = [];
+  /** The one entry of a file a flag names, or undefined after recording why not. */
+  const flagFile = async (
+    flag: string,
+    path: string,
+    read: (f: { path: string; text: string }) => { text: string } | { error: string },
+  ): Promise<string | undefined> => {
+    const f = await readSecretFile(path);
+    flagFiles.push(f);
+    const r = f.ok ? read(f) : { error: f.error };
+    if ("text" in r) return r.text;
+    issues.push({ path: flag, message: r.error });
+    return undefined;
+  };
+  const decodeLink = (text: string, where: string): ShareLink | undefined => {
+    try {
+      return decodeShareLink(text);
+    } catch (e) {
+      if (!(e instanceof LinkError)) throw e;
+      issues.push({ path: where, message: e.message });
+      return undefined;
+    }
+  };
+
+  // Share links: the command line's (argument or --link-file), and OSTP_LINK's below it.
   let link: ShareLink | undefined;
+  let linkOrigin = "link";
   if (linkText !== undefined) {
     try {
       link = decodeShareLink(linkText);
@@ -116,7 +211,20 @@ async function parse(argv: string[]): Promise<ClientCliResult> {
       }
       throw e;
     }
+  } else if (o.linkFile !== undefined) {
+    linkOrigin = "--link-file";
+    const text = await flagFile(
+      "--link-file",
+      o.linkFile,
+      (f) => singleSecretLine(f, "share link"),
+    );
+    if (text !== undefined) link = decodeLink(text, "--link-file");
   }
+  // A link on the command line replaces all that OSTP_LINK would give: it is not even read then.
+  const envLinkText = linkText === undefined && o.linkFile === undefined
+    ? ctx.env(ENV_LINK)
+    : undefined;
+  const envLink = envLinkText === undefined ? undefined : decodeLink(envLinkText, ENV_LINK);
 
   let raw: unknown = {};
   if (o.config !== undefined) {
@@ -130,28 +238,59 @@ async function parse(argv: string[]): Promise<ClientCliResult> {
   const merged: Record<string, unknown> = isPlainObject(raw) ? { ...raw } : {};
   const origins = new Map<string, string>(); // top-level field (or auth.x) → where it came from
 
-  if (link) {
-    merged.server = formatHostPort(link.server);
-    merged.key = formatAccessKey(link.key, "hex");
-    origins.set("server", "link").set("key", "link");
-    if (link.mtu !== undefined) {
-      merged.mtu = link.mtu;
-      origins.set("mtu", "link");
+  // Each layer replaces the key (and password) of the layers below, whichever form they used.
+  let keyGiven = merged.key !== undefined || merged.keyFile !== undefined;
+  const setKey = (value: unknown, origin: string): void => {
+    merged.key = value;
+    delete merged.keyFile;
+    origins.set("key", origin);
+    keyGiven = true;
+  };
+  const applyLink = (l: ShareLink, origin: string): void => {
+    merged.server = formatHostPort(l.server);
+    origins.set("server", origin);
+    setKey(formatAccessKey(l.key, "hex"), origin);
+    if (l.mtu !== undefined) {
+      merged.mtu = l.mtu;
+      origins.set("mtu", origin);
     }
-    if (link.mux !== undefined) {
-      merged.mux = link.mux;
-      origins.set("mux", "link");
+    if (l.mux !== undefined) {
+      merged.mux = l.mux;
+      origins.set("mux", origin);
     }
-  }
+  };
+  let auth: Record<string, unknown> | undefined; // set once the environment or a flag touches it
+  let passwordOrigin: string | undefined;
+  const setPassword = (value: string, origin: string): void => {
+    auth ??= isPlainObject(merged.auth) ? { ...merged.auth } : {};
+    auth.password = value;
+    delete auth.passwordFile;
+    origins.set("auth.password", origin);
+    passwordOrigin = origin;
+  };
 
-  const issues: ConfigIssue[] = [];
+  // The environment: above the config file, below the command line.
+  if (envLink) applyLink(envLink, ENV_LINK);
+  const envKey = ctx.env(ENV_KEY);
+  if (envKey !== undefined) setKey(envKey, ENV_KEY);
+  const envPassword = ctx.env(ENV_PASSWORD);
+  if (envPassword !== undefined) setPassword(envPassword, ENV_PASSWORD);
+
+  // The command line: a share link, then flags.
+  if (link) applyLink(link, linkOrigin);
   const flag = (field: string, name: string, value: unknown): void => {
     merged[field] = value;
     origins.set(field, name);
   };
   if (o.server !== undefined) flag("server", "--server", o.server);
-  if (o.key !== undefined) flag("key", "--key", o.key);
+  if (o.key !== undefined) setKey(o.key, "--key");
+  if (o.keyFile !== undefined) {
+    const text = await flagFile("--key-file", o.keyFile, (f) => singleSecretLine(f, "access key"));
+    if (text !== undefined) setKey(text, "--key-file");
+    keyGiven = true;
+  }
   if (o.listen !== undefined) flag("listen", "--listen", o.listen);
+  if (o.control !== undefined) flag("control", "--control", o.control);
   if (o.mux !== undefined) {
     if (/^\d+$/.test(o.mux.trim())) flag("mux", "--mux", Number(o.mux.trim()));
     else issues.push({ path: "--mux", message: "expected an integer" });
@@ -166,21 +305,26 @@ async function parse(argv: string[]): Promise<ClientCliResult> {
     if (/^\d+(\.\d+)?$/.test(raw.trim())) flag(field, name, Number(raw.trim()));
     else issues.push({ path: name, message: "expected a number of seconds" });
   }
-  if (o.username !== undefined || o.password !== undefined) {
-    const auth = isPlainObject(merged.auth) ? { ...merged.auth } : {};
-    if (o.username !== undefined) {
-      auth.username = o.username;
-      origins.set("auth.username", "--username");
+  if (o.password !== undefined) setPassword(o.password, "--password");
+  if (o.passwordFile !== undefined) {
+    const text = await flagFile("--password-file", o.passwordFile, passwordFromFile);
+    if (text !== undefined) setPassword(text, "--password-file");
+    else passwordOrigin = "--password-file";
+  }
+  if (o.username !== undefined) {
+    auth ??= isPlainObject(merged.auth) ? { ...merged.auth } : {};
+    auth.username = o.username;
+    origins.set("auth.username", "--username");
+  }
+  if (auth) {
+    if (auth.username === undefined && passwordOrigin !== undefined) {
+      issues.push({ path: passwordOrigin, message: "needs --username too" });
     }
-    if (o.password !== undefined) {
-      auth.password = o.password;
-      origins.set("auth.password", "--password");
-    }
-    if (auth.username === undefined) {
-      issues.push({ path: "--password", message: "needs --username too" });
-    }
-    if (auth.password === undefined) {
-      issues.push({ path: "--username", message: "needs --password too" });
+    if (auth.password === undefined && auth.passwordFile === undefined && !passwordOrigin) {
+      issues.push({
+        path: "--username",
+        message: `needs a password too (--password-file, ${ENV_PASSWORD} or --password)`,
+      });
     }
     merged.auth = auth;
   }
@@ -190,26 +334,32 @@ async function parse(argv: string[]): Promise<ClientCliResult> {
     if (o.logFormat !== undefined) log.format = o.logFormat;
     merged.log = log;
   }
-  if (o.config === undefined && (merged.server === undefined || merged.key === undefined)) {
+  // A link that could not be read or decoded is reported as such, not as a missing server or key.
+  const linkTried = o.linkFile !== undefined || envLinkText !== undefined;
+  if (o.config === undefined && (merged.server === undefined || !keyGiven)) {
     // Nothing says where to connect: guide the user rather than list "required" fields.
-    if (merged.server === undefined) {
+    if (merged.server === undefined && !linkTried) {
       issues.push({
         path: "",
-        message: "no server: pass an ostp:// share link, --server or a config file",
+        message: `no server: pass an ostp:// share link (${ENV_LINK}, --link-file or an ` +
+          "argument), --server or a config file",
       });
     }
-    if (merged.key === undefined) {
+    if (!keyGiven && !linkTried) {
       issues.push({
         path: "",
-        message: "no access key: pass an ostp:// share link, --key or a config file",
+        message: `no access key: pass --key-file, ${ENV_KEY}, an ostp:// share link or a ` +
+          "config file",
       });
     }
     return errorResult(new ConfigError(issues));
   }
 
+  // The files the config names (keyFile, auth.passwordFile), unless a higher layer replaced them.
+  const files = await readConfigSecretFiles(merged, "client", o.config);
   let config: ClientConfig | undefined;
   try {
-    config = parseClientConfig(isPlainObject(raw) ? merged : raw, o.config);
+    config = parseClientConfig(isPlainObject(raw) ? merged : raw, o.config, files);
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     for (const i of e.issues) {
@@ -218,23 +368,45 @@ async function parse(argv: string[]): Promise<ClientCliResult> {
     }
   }
   if (!config || issues.length > 0) return errorResult(new ConfigError(issues, o.config));
+
+  warnLooseFiles([...flagFiles, ...files.values()], ctx.warn);
+  const typed: CommandLineSecret[] = [];
+  if (linkText !== undefined) {
+    typed.push({ given: "the share link", instead: `--link-file <path> or ${ENV_LINK}` });
+  }
+  if (o.key !== undefined) {
+    typed.push({ given: "--key", instead: `--key-file <path> or ${ENV_KEY}` });
+  }
+  if (o.password !== undefined) {
+    typed.push({ given: "--password", instead: `--password-file <path> or ${ENV_PASSWORD}` });
+  }
+  const warning = commandLineWarning(typed);
+  if (warning) ctx.warn(warning);
+
   const result: ClientCliResult = { kind: "run", config };
   if (o.config !== undefined) result.configPath = o.config;
-  if (link?.name !== undefined) result.name = link.name;
+  const name = (link ?? envLink)?.name;
+  if (name !== undefined) result.name = name;
   return result;
 }
 
-/** `check <config>`: validates a client config file; errors never contain a value from it. */
-async function checkCommand(argv: string[]): Promise<ClientCliResult> {
+/**
+ * `check <config>`: validates a client config file and the files it names;
+ * errors never contain a value from them.
+ */
+async function checkCommand(argv: string[], ctx: Required<CliContext>): Promise<ClientCliResult> {
   const output = { out: "", err: "" };
-  const cmd = baseCommand("ostp-client check", output)
+  const cmd = baseCommand(`${CLIENT} check`, output)
     .description("Validate a client config file: prints ok, or one line per problem.")
     .argument("<config>", "client config file (JSON with comments)");
   const early = await runCommander(cmd, argv, output);
   if (early) return early;
   const path = cmd.args[0];
   try {
-    const config = parseClientConfig(await readJsoncFile(path), path);
+    const raw = await readJsoncFile(path);
+    const files = await readConfigSecretFiles(raw, "client", path);
+    const config = parseClientConfig(raw, path, files);
+    warnLooseFiles(files.values(), ctx.warn);
     return { kind: "check", text: "ok", config };
   } catch (e) {
     if (e instanceof ConfigError) return errorResult(e);

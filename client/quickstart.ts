@@ -12,6 +12,7 @@ import { parseServerConfig } from "../shared/config/server_config.ts";
 import { formatAccessKey } from "../shared/crypto/keys.ts";
 import { OstpServer } from "../server/server.ts";
 import { OstpClient } from "./client.ts";
+import { disableInspectorSignal } from "../ffi/inspector_signal.ts";
 
 /** Preferred proxy port; a free one is taken if it is busy. */
 const PROXY_PORT = 1088;
@@ -58,6 +59,7 @@ async function fetchViaProxy(proxy: Deno.NetAddr, url: URL): Promise<string> {
 /** Runs the quickstart until SIGINT/SIGTERM; resolves with the exit code. */
 export async function quickstart(): Promise<number> {
   await setupLogging({ level: "warning", format: "text" });
+  void disableInspectorSignal();
   const key = generateAccessKey();
   const server = new OstpServer(
     parseServerConfig({ listen: ["127.0.0.1:0"], keys: [formatAccessKey(key, "hex")] }),

@@ -1,15 +1,20 @@
 /**
  * Command line of `ostp-server`: parses the arguments into a validated
- * {@link ServerConfig} (defaults < config file < flags) without printing or
- * exiting; the caller prints `text` and picks the exit code.
+ * {@link ServerConfig} (defaults < config file < `OSTP_KEY` < flags) without
+ * exiting; the caller prints `text` and picks the exit code. Keys
+ * add up from every source (`keys`, `keyFiles`, `OSTP_KEY`, `--key-file`,
+ * `--key`); the only output of its own is a warning (through
+ * {@link CliContext.warn}, stderr by default) for a key typed on the command
+ * line or a key file other users can read.
  *
- * Besides running the server (`ostp-server --key … --listen …`), it has
+ * Besides running the server (`ostp-server --key-file … --listen …`), it has
  * subcommands: `init server|client [path]`, `check <config>`,
  * `genkey [--count N] [--format hex|base64url]` and
  * `links <config> [--public-address host:port] [--qr]`.
  * @module
  */
 
+import { isAbsolute, join } from "node:path";
 import { Argument, Command, CommanderError, Option } from "commander";
 import { formatAccessKey, generateAccessKey } from "../shared/crypto/keys.ts";
 import {
@@ -31,7 +36,18 @@ import {
   serverConfigTemplate,
 } from "../shared/config/server_config.ts";
 import { clientConfigTemplate } from "../shared/config/client_config.ts";
+import {
+  type CliContext,
+  cliContext,
+  commandLineWarning,
+  ENV_KEY,
+  readConfigSecretFiles,
+  readSecretFile,
+  warnLooseFiles,
+} from "../shared/config/secrets.ts";
+import { programName, quietTaskHint } from "../shared/program_name.ts";
 import { encodeShareLink, LinkError } from "../shared/link.ts";
+import { statusCommand } from "../shared/control/status.ts";
 import { terminalQr } from "../shared/qr.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
@@ -54,28 +70,34 @@ export type ServerCliResult =
   | { kind: "init"; text: string; path?: string }
   | { kind: "check"; text: string; config: ServerConfig }
   | { kind: "links"; text: string; links: string[]; warning?: string }
+  | { kind: "status"; text: string; answer: Record<string, unknown> }
   | { kind: "help" | "version" | "error" | "failure"; text: string };
 
 /** Subcommand names `ostp-server` recognises as its first argument. */
-export const SERVER_COMMANDS = ["init", "check", "genkey", "links"] as const;
+export const SERVER_COMMANDS = ["init", "check", "genkey", "links", "status"] as const;
 
 /** Most keys `genkey --count` prints at once. */
 export const MAX_GENKEY_COUNT = 1000;
 
+/** How the user runs the server: `ostp-server`, or `deno task server` from the repository. */
+const SERVER = programName("server");
+
 /** Error text when the server would start without any access key. */
-export const NO_KEY_MESSAGE =
-  "no access key: pass --key or a config file (generate one with --generate-key)";
+export const NO_KEY_MESSAGE = `no access key: pass --key-file <path>, set ${ENV_KEY}, or pass ` +
+  `a config file (generate a key with: ${SERVER} genkey)`;
 
 interface ServerOptions {
   config?: string;
   listen?: string[];
   key?: string[];
+  keyFile?: string[];
   publicAddress?: string;
   maxSessions?: string;
   idleTimeout?: string;
   logLevel?: string;
   logFormat?: string;
   generateKey?: string | boolean;
+  control?: string | false;
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -88,7 +110,13 @@ Commands:
                                        print fresh access keys, one per line
   links <config> [--public-address host:port] [--qr]
                                        print each key's ostp:// share link (and a QR code)
-Run "ostp-server <command> --help" for a command's options.`;
+  status [--control <path>] [-c <config>] [--json]
+                                       print the running server's counters (control socket)
+Run "${SERVER} <command> --help" for a command's options.
+
+Keep keys out of "ps": use --key-file, ${ENV_KEY} or keyFiles in a config file rather than --key.${
+  quietTaskHint("server")
+}`;
 
 /**
  * A commander program that reports through `output` instead of printing or
@@ -111,10 +139,10 @@ export function baseCommand(name: string, output: { out: string; err: string }):
 }
 
 function buildProgram(output: { out: string; err: string }): Command {
-  return baseCommand("ostp-server", output)
+  return baseCommand(SERVER, output)
     .description("OSTP server: accepts tunnel clients and relays their traffic to the internet.")
     .version(denoJson.version, "-V, --version", "print the version")
-    .usage("[options]\n       ostp-server <command> [args]")
+    .usage(`[options]\n       ${SERVER} <command> [args]`)
     .addHelpText("after", COMMANDS_HELP)
     .option("-c, --config <file>", "config file (JSON with comments)")
     .option(
@@ -123,8 +151,14 @@ function buildProgram(output: { out: string; err: string }): Command {
       collect,
     )
     .option(
+      "--key-file <path>",
+      `file of access keys, one per line ("#" comments); repeatable, added to the other keys`,
+      collect,
+    )
+    .option(
       "-k, --key <key>",
-      "access key (hex or base64url); repeatable, added to the file's keys",
+      `access key (hex or base64url); repeatable, added to the others. Other local users can ` +
+        `read it: prefer --key-file or ${ENV_KEY}`,
       collect,
     )
     .option("--public-address <host:port>", "address that share links advertise")
@@ -132,7 +166,9 @@ function buildProgram(output: { out: string; err: string }): Command {
     .option("--idle-timeout <s>", "seconds without traffic before a session is closed")
     .addOption(new Option("--log-level <lvl>", "log level").choices(LOG_LEVELS))
     .addOption(new Option("--log-format <fmt>", "log format").choices(LOG_FORMATS))
-    .option("--generate-key [format]", 'print a fresh access key ("hex" or "base64url") and exit');
+    .option("--generate-key [format]", 'print a fresh access key ("hex" or "base64url") and exit')
+    .option("--control <path>", "control socket for `status` and `reload` (default: see README)")
+    .option("--no-control", "run without a control socket");
 }
 
 /** Parses a decimal number flag, recording an issue naming the flag. */
@@ -162,11 +198,15 @@ function errorResult(e: ConfigError): ServerCliResult {
 }
 
 /**
- * Parses the server's arguments (without the program name). Never prints or
- * exits: help, version, key generation and errors come back as text.
+ * Parses the server's arguments (without the program name). Never exits, and
+ * prints nothing but warnings (to `ctx.warn`): help, version, key generation
+ * and errors come back as text. `ctx.env` supplies `OSTP_KEY`.
  */
-export async function parseServerArgs(argv: string[]): Promise<ServerCliResult> {
-  const r = await parse(argv);
+export async function parseServerArgs(
+  argv: string[],
+  ctx?: CliContext,
+): Promise<ServerCliResult> {
+  const r = await parse(argv, cliContext(ctx));
   if ("text" in r) r.text = r.text.trimEnd();
   return r;
 }
@@ -196,16 +236,23 @@ export async function runCommander(
   return undefined;
 }
 
-async function parse(argv: string[]): Promise<ServerCliResult> {
+async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerCliResult> {
   switch (argv[0]) {
     case "init":
       return await initCommand(argv.slice(1));
     case "check":
-      return await checkCommand(argv.slice(1));
+      return await checkCommand(argv.slice(1), ctx);
     case "genkey":
       return await genkeyCommand(argv.slice(1));
     case "links":
-      return await linksCommand(argv.slice(1));
+      return await linksCommand(argv.slice(1), ctx);
+    case "status":
+      return await statusCommand(argv.slice(1), {
+        program: SERVER,
+        daemon: "server",
+        command: baseCommand,
+        run: runCommander,
+      });
   }
   const output = { out: "", err: "" };
   const program = buildProgram(output);
@@ -224,7 +271,8 @@ async function parse(argv: string[]): Promise<ServerCliResult> {
     return { kind: "generate-key", text: formatAccessKey(generateAccessKey(), form) + "" };
   }
 
-  if (o.config === undefined && (o.key === undefined || o.key.length === 0)) {
+  const envKeys = ctx.env(ENV_KEY)?.split(/[\s,]+/).filter((k) => k.length > 0) ?? [];
+  if (o.config === undefined && !o.key?.length && !o.keyFile?.length && envKeys.length === 0) {
     return { kind: "error", text: `error: ${NO_KEY_MESSAGE}` };
   }
 
@@ -241,9 +289,26 @@ async function parse(argv: string[]): Promise<ServerCliResult> {
   const flagIssues: ConfigIssue[] = [];
   const merged: Record<string, unknown> = isPlainObject(raw) ? { ...raw } : {};
   const fileKeyCount = Array.isArray(merged.keys) ? merged.keys.length : 0;
+  const fileKeyFileCount = Array.isArray(merged.keyFiles) ? merged.keyFiles.length : 0;
   if (o.listen) merged.listen = o.listen;
-  if (o.key) merged.keys = [...(Array.isArray(merged.keys) ? merged.keys : []), ...o.key];
+  // Keys add up: the file's keys, OSTP_KEY, --key; the file's keyFiles, then --key-file.
+  // A `keys`/`keyFiles` of the wrong type is left alone, for the validator to report.
+  const extraKeys = [...envKeys, ...(o.key ?? [])];
+  if (extraKeys.length > 0 && (merged.keys == null || Array.isArray(merged.keys))) {
+    merged.keys = [...(merged.keys ?? []) as unknown[], ...extraKeys];
+  }
+  // Secret files are read before validation: the config's relative to its directory,
+  // --key-file's relative to the working directory (keyed by absolute path, so never mixed up).
+  const files = await readConfigSecretFiles(merged, "server", o.config);
+  const flagFiles = (o.keyFile ?? []).map((p) => absolutePath(p));
+  if (flagFiles.length > 0 && (merged.keyFiles == null || Array.isArray(merged.keyFiles))) {
+    merged.keyFiles = [...(merged.keyFiles ?? []) as unknown[], ...flagFiles];
+    for (const [i, p] of flagFiles.entries()) {
+      if (!files.has(p)) files.set(p, await readSecretFile(o.keyFile![i]));
+    }
+  }
   if (o.publicAddress !== undefined) merged.publicAddress = o.publicAddress;
+  if (o.control !== undefined) merged.control = o.control;
   const maxSessions = numberFlag(o.maxSessions, "--max-sessions", flagIssues);
   if (maxSessions !== undefined) merged.maxSessions = maxSessions;
   const idleTimeout = numberFlag(o.idleTimeout, "--idle-timeout", flagIssues);
@@ -259,22 +324,39 @@ async function parse(argv: string[]): Promise<ServerCliResult> {
     const top = /^[^.[]+/.exec(path)?.[0];
     if (top === "listen" && o.listen) return "--listen";
     if (top === "publicAddress" && o.publicAddress !== undefined) return "--public-address";
+    if (top === "control" && o.control !== undefined) return "--control";
     if (top === "maxSessions" && maxSessions !== undefined) return "--max-sessions";
     if (top === "idleTimeout" && idleTimeout !== undefined) return "--idle-timeout";
     const k = /^keys\[(\d+)\]$/.exec(path);
-    if (k && Number(k[1]) >= fileKeyCount && o.key) return "--key";
+    if (k && Number(k[1]) >= fileKeyCount) {
+      return Number(k[1]) < fileKeyCount + envKeys.length ? ENV_KEY : "--key";
+    }
+    const f = /^keyFiles\[(\d+)\]$/.exec(path);
+    if (f && Number(f[1]) >= fileKeyFileCount) return "--key-file";
     return undefined;
   };
   const issues = [...flagIssues];
   let config: ServerConfig | undefined;
   try {
-    config = parseServerConfig(isPlainObject(raw) ? merged : raw, o.config);
+    config = parseServerConfig(isPlainObject(raw) ? merged : raw, o.config, files);
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     issues.push(...renameIssues(e.issues, origin));
   }
   if (!config || issues.length > 0) return errorResult(new ConfigError(issues, o.config));
+  warnLooseFiles(files.values(), ctx.warn);
+  const onCommandLine = commandLineWarning(
+    o.key?.length
+      ? [{ given: "--key", instead: `--key-file <path>, ${ENV_KEY} or keyFiles in a config file` }]
+      : [],
+  );
+  if (onCommandLine) ctx.warn(onCommandLine);
   return { kind: "run", config, configPath: o.config };
+}
+
+/** `path` made absolute against the working directory. */
+function absolutePath(path: string): string {
+  return isAbsolute(path) ? path : join(Deno.cwd(), path);
 }
 
 // --- subcommands -------------------------------------------------------------
@@ -315,7 +397,7 @@ export type InitResult =
   | { kind: "init"; text: string; path?: string }
   | { kind: "help" | "version" | "error" | "failure"; text: string };
 
-/** `init server|client [path] [--force]`, shared by both programs. */
+/** `init server|client [path] [--force]`, shared by both programs; `program` names the caller. */
 export async function initConfig(program: string, argv: string[]): Promise<InitResult> {
   const output = { out: "", err: "" };
   const cmd = baseCommand(`${program} init`, output)
@@ -329,7 +411,7 @@ export async function initConfig(program: string, argv: string[]): Promise<InitR
     .option("-f, --force", "overwrite an existing file");
   const early = await runCommander(cmd, argv, output);
   if (early) return early;
-  const [kind, path] = cmd.args as [string, string | undefined];
+  const [kind, path] = cmd.args as ["server" | "client", string | undefined];
   const text = kind === "server" ? serverConfigTemplate() : clientConfigTemplate();
   if (path === undefined) return { kind: "init", text };
   const w = await writeConfigFile(path, text, cmd.opts<{ force?: boolean }>().force === true);
@@ -337,18 +419,29 @@ export async function initConfig(program: string, argv: string[]): Promise<InitR
   return {
     kind: "init",
     path,
-    text: `wrote ${path}\nvalidate it with: ${program} check ${path}`,
+    // Each program checks its own kind of config, whichever program wrote it.
+    text: `wrote ${path}\nvalidate it with: ${programName(kind)} check ${path}`,
   };
 }
 
 function initCommand(argv: string[]): Promise<ServerCliResult> {
-  return initConfig("ostp-server", argv);
+  return initConfig(SERVER, argv);
 }
 
-/** Reads and validates a server config file; the error text never contains a value from it. */
-async function loadConfig(path: string): Promise<ServerConfig | ServerCliResult> {
+/**
+ * Reads and validates a server config file and its key files; the error text
+ * never contains a value from them.
+ */
+async function loadConfig(
+  path: string,
+  ctx: Required<CliContext>,
+): Promise<ServerConfig | ServerCliResult> {
   try {
-    return parseServerConfig(await readJsoncFile(path), path);
+    const raw = await readJsoncFile(path);
+    const files = await readConfigSecretFiles(raw, "server", path);
+    const config = parseServerConfig(raw, path, files);
+    warnLooseFiles(files.values(), ctx.warn);
+    return config;
   } catch (e) {
     if (e instanceof ConfigError) return errorResult(e);
     throw e;
@@ -359,14 +452,14 @@ function isResult(v: ServerConfig | ServerCliResult): v is ServerCliResult {
   return "kind" in v;
 }
 
-async function checkCommand(argv: string[]): Promise<ServerCliResult> {
+async function checkCommand(argv: string[], ctx: Required<CliContext>): Promise<ServerCliResult> {
   const output = { out: "", err: "" };
-  const cmd = baseCommand("ostp-server check", output)
+  const cmd = baseCommand(`${SERVER} check`, output)
     .description("Validate a server config file: prints ok, or one line per problem.")
     .argument("<config>", "server config file (JSON with comments)");
   const early = await runCommander(cmd, argv, output);
   if (early) return early;
-  const loaded = await loadConfig(cmd.args[0]);
+  const loaded = await loadConfig(cmd.args[0], ctx);
   if (isResult(loaded)) return loaded;
   return { kind: "check", text: "ok", config: loaded };
 }
@@ -374,7 +467,7 @@ async function checkCommand(argv: string[]): Promise<ServerCliResult> {
 /** `genkey [--count N] [--format hex|base64url]`. */
 async function genkeyCommand(argv: string[]): Promise<ServerCliResult> {
   const output = { out: "", err: "" };
-  const cmd = baseCommand("ostp-server genkey", output)
+  const cmd = baseCommand(`${SERVER} genkey`, output)
     .description("Print fresh random access keys, one per line.")
     .option("-n, --count <n>", `how many keys (1..${MAX_GENKEY_COUNT})`, "1")
     .addOption(
@@ -399,9 +492,9 @@ async function genkeyCommand(argv: string[]): Promise<ServerCliResult> {
 }
 
 /** `links <config> [--public-address host:port] [--qr]`. */
-async function linksCommand(argv: string[]): Promise<ServerCliResult> {
+async function linksCommand(argv: string[], ctx: Required<CliContext>): Promise<ServerCliResult> {
   const output = { out: "", err: "" };
-  const cmd = baseCommand("ostp-server links", output)
+  const cmd = baseCommand(`${SERVER} links`, output)
     .description(
       "Print the ostp:// share link of every key in a server config (they carry the keys:\n" +
         "treat them like passwords), optionally with a QR code for phones to scan.",
@@ -428,7 +521,7 @@ async function linksCommand(argv: string[]): Promise<ServerCliResult> {
       };
     }
   }
-  const loaded = await loadConfig(cmd.args[0]);
+  const loaded = await loadConfig(cmd.args[0], ctx);
   if (isResult(loaded)) return loaded;
   const config = loaded;
 

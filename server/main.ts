@@ -1,7 +1,8 @@
 /**
  * `ostp-server` / `deno task server`: parses flags and the config file, starts
- * the server, prints a share link, reloads on SIGHUP or a config change, and
- * shuts down cleanly on SIGINT/SIGTERM.
+ * the server, prints a share link, reloads on SIGHUP, a config change or a
+ * `reload` on the control socket, answers `status` there, and shuts down
+ * cleanly on SIGINT/SIGTERM. Deno's signal-started inspector is disabled first.
  * @module
  */
 
@@ -11,6 +12,12 @@ import { getLog, setupLogging } from "../shared/log.ts";
 import { parseServerArgs } from "./cli.ts";
 import { OstpServer } from "./server.ts";
 import { ApiServer } from "./api.ts";
+import { disableInspectorSignal } from "../ffi/inspector_signal.ts";
+import {
+  type ControlAnswer,
+  ControlCommandError,
+  openDaemonControl,
+} from "../shared/control/server.ts";
 
 const log = getLog("server");
 
@@ -26,6 +33,7 @@ export async function main(argv: string[]): Promise<number> {
   }
   const config = parsed.config;
   await setupLogging(config.log);
+  void disableInspectorSignal();
   const server = new OstpServer(config);
   try {
     server.start();
@@ -53,21 +61,60 @@ export async function main(argv: string[]): Promise<number> {
   }
   const { promise: done, resolve } = Promise.withResolvers<void>();
   const stop = () => resolve();
-  // SIGUSR1 prints the counters (sessions, drops by reason, memory) as one JSON line.
-  const dump = () =>
-    console.log(
-      JSON.stringify({
-        stats: server.stats(),
-        rssBytes: Deno.memoryUsage().rss,
-        users: server.userStats(),
-      }),
+  // Hot reload: SIGHUP, the control socket's "reload", or the config file
+  // changing on disk. A config that fails validation is refused with its
+  // reasons and the running one is kept.
+  let reloading = Promise.resolve();
+  const reload = (why: string): Promise<ControlAnswer> => {
+    const result = reloading.then(async (): Promise<ControlAnswer> => {
+      const next = await parseServerArgs(argv);
+      if (next.kind !== "run") {
+        log.error("config reload ({why}) rejected, keeping the running config: {reason}", {
+          why,
+          reason: next.text,
+        });
+        return { rejected: next.text };
+      }
+      await setupLogging(next.config.log);
+      const r = server.reload(next.config);
+      log.info("config reloaded ({why}): {keys} key(s), {closed} session(s) closed", {
+        why,
+        keys: next.config.keys.length + next.config.users.length,
+        closed: r.closedSessions,
+      });
+      if (r.needsRestart.length > 0) {
+        log.warn("changes to {fields} take effect after a restart", {
+          fields: r.needsRestart.join(", "),
+        });
+      }
+      return { closedSessions: r.closedSessions, needsRestart: r.needsRestart };
+    });
+    reloading = result.then(() => {}, () => {});
+    return result;
+  };
+  // Signal and file-change reloads have nobody to answer: log a failure.
+  const reloadLogged = (why: string) =>
+    void reload(why).catch((e) =>
+      log.error("config reload ({why}) failed: {error}", { why, error: String(e) })
     );
-  // Handlers go in before the share link is printed: that line means "ready".
+  // Handlers and the control socket go in before the share link is printed:
+  // that line means "ready".
   Deno.addSignalListener("SIGINT", stop);
-  if (Deno.build.os !== "windows") {
-    Deno.addSignalListener("SIGTERM", stop);
-    Deno.addSignalListener("SIGUSR1", dump);
-  }
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGTERM", stop);
+  const hup = () => reloadLogged("SIGHUP");
+  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", hup);
+  const control = await openDaemonControl(config.control, "server", {
+    status: () => ({
+      stats: server.stats(),
+      rssBytes: Deno.memoryUsage().rss,
+      users: server.userStats(),
+    }),
+    reload: async () => {
+      const r = await reload("control socket");
+      if (typeof r.rejected === "string") throw new ControlCommandError(r.rejected);
+      return r;
+    },
+  });
   const bound = server.addresses[0];
   const advertised = server.advertisedAddress();
   for (const key of config.keys) {
@@ -82,44 +129,13 @@ export async function main(argv: string[]): Promise<number> {
       address: formatHostPort(advertised),
     });
   }
-  // Hot reload: SIGHUP, or the config file changing on disk. A config that
-  // fails validation is refused with its reasons and the running one is kept.
-  let reloading = Promise.resolve();
-  const reload = (why: string) => {
-    reloading = reloading.then(async () => {
-      const next = await parseServerArgs(argv);
-      if (next.kind !== "run") {
-        log.error("config reload ({why}) rejected, keeping the running config: {reason}", {
-          why,
-          reason: next.text,
-        });
-        return;
-      }
-      await setupLogging(next.config.log);
-      const r = server.reload(next.config);
-      log.info("config reloaded ({why}): {keys} key(s), {closed} session(s) closed", {
-        why,
-        keys: next.config.keys.length + next.config.users.length,
-        closed: r.closedSessions,
-      });
-      if (r.needsRestart.length > 0) {
-        log.warn("changes to {fields} take effect after a restart", {
-          fields: r.needsRestart.join(", "),
-        });
-      }
-    });
-  };
-  const hup = () => reload("SIGHUP");
-  if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", hup);
   const watcher = parsed.configPath
-    ? watchConfig(parsed.configPath, () => reload("file changed"))
+    ? watchConfig(parsed.configPath, () => reloadLogged("file changed"))
     : null;
   await done;
   watcher?.close();
-  if (Deno.build.os !== "windows") {
-    Deno.removeSignalListener("SIGUSR1", dump);
-    Deno.removeSignalListener("SIGHUP", hup);
-  }
+  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", hup);
+  await control?.close();
   await reloading;
   log.info("shutting down");
   await api?.stop();

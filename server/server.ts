@@ -533,6 +533,7 @@ export class OstpServer {
       if (next[f] !== this.current[f]) needsRestart.push(f);
     }
     if (next.stateFile !== this.current.stateFile) needsRestart.push("stateFile");
+    if (next.control !== this.current.control) needsRestart.push("control");
     const closedSessions = this.applyUsers("access key removed", next) + this.enforce();
     this.dispatcher.updateLimits({
       maxSessions: next.maxSessions,

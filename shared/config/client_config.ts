@@ -19,6 +19,14 @@ import {
   readKeyValue,
   readLogConfig,
 } from "./types.ts";
+import {
+  passwordFromFile,
+  readConfigSecretFiles,
+  secretFileField,
+  type SecretFiles,
+  singleSecretLine,
+} from "./secrets.ts";
+import { readControlSetting } from "./control.ts";
 
 export type { ClientConfig } from "./types.ts";
 
@@ -39,6 +47,7 @@ export const CLIENT_DEFAULTS: Readonly<Omit<ClientConfig, "server" | "key" | "au
 export const CLIENT_FIELDS = [
   "server",
   "key",
+  "keyFile",
   "listen",
   "auth",
   "mux",
@@ -48,6 +57,7 @@ export const CLIENT_FIELDS = [
   "connectTimeout",
   "reconnect",
   "log",
+  "control",
 ] as const;
 
 /** Smallest and largest MTU either side accepts. */
@@ -70,20 +80,69 @@ function readCredential(r: ObjectReader, field: "username" | "password"): string
   return v;
 }
 
-function readAuth(r: ObjectReader): ProxyAuth | undefined {
+/** Checks a password read from `auth.passwordFile` as {@link readCredential} checks `password`. */
+function passwordFileCredential(
+  a: ObjectReader,
+  files: SecretFiles | undefined,
+): string | undefined {
+  const f = secretFileField(a, "passwordFile", files);
+  if (!f) return undefined;
+  const p = passwordFromFile(f);
+  if ("error" in p) {
+    a.add(a.at("passwordFile"), p.error);
+    return undefined;
+  }
+  const n = encoder.encode(p.text).length;
+  if (n > 255) {
+    a.add(a.at("passwordFile"), `the password must be 1 to 255 bytes of UTF-8 (got ${n})`);
+    return undefined;
+  }
+  return p.text;
+}
+
+function readAuth(r: ObjectReader, files: SecretFiles | undefined): ProxyAuth | undefined {
   if (!r.has("auth")) return undefined;
-  const a = r.object("auth", ["username", "password"]);
+  const a = r.object("auth", ["username", "password", "passwordFile"]);
   const username = readCredential(a, "username");
-  const password = readCredential(a, "password");
+  let password: string | undefined;
+  if (a.has("passwordFile")) {
+    if (a.has("password")) a.add(a.at("passwordFile"), "give password or passwordFile, not both");
+    else password = passwordFileCredential(a, files);
+  } else password = readCredential(a, "password");
   return username !== undefined && password !== undefined ? { username, password } : undefined;
+}
+
+/** Reads `key`, or the one key of the file `keyFile` names; never both. */
+function readClientKey(r: ObjectReader, files: SecretFiles | undefined): Uint8Array | undefined {
+  if (!r.has("keyFile")) {
+    return r.require("key") ? readKeyValue(r.get("key"), "key", r.issues) : undefined;
+  }
+  if (r.has("key")) {
+    r.add("keyFile", "give key or keyFile, not both");
+    return undefined;
+  }
+  const f = secretFileField(r, "keyFile", files);
+  if (!f) return undefined;
+  const line = singleSecretLine(f, "access key");
+  if ("error" in line) {
+    r.add("keyFile", line.error);
+    return undefined;
+  }
+  return readKeyValue(line.text, "keyFile", r.issues);
 }
 
 /**
  * Validates a raw client configuration (parsed JSON) and fills in defaults.
  * @param source where the config came from, for the error message.
+ * @param files the files `keyFile` and `auth.passwordFile` name, read ahead
+ *   ({@link readConfigSecretFiles}); {@link loadClientConfig} does it.
  * @throws {ConfigError} listing every problem; no message contains the key or password.
  */
-export function parseClientConfig(raw: unknown, source?: string): ClientConfig {
+export function parseClientConfig(
+  raw: unknown,
+  source?: string,
+  files?: SecretFiles,
+): ClientConfig {
   const issues: ConfigIssue[] = [];
   const r = new ObjectReader(raw, "", issues, CLIENT_FIELDS);
   const d = CLIENT_DEFAULTS;
@@ -94,9 +153,9 @@ export function parseClientConfig(raw: unknown, source?: string): ClientConfig {
       r.add("server", "must be an address to connect to, not a wildcard address");
     }
   }
-  const key = r.require("key") ? readKeyValue(r.get("key"), "key", issues) : undefined;
+  const key = readClientKey(r, files);
   const listen = r.hostPort("listen", { ...d.listen }, true)!;
-  const auth = readAuth(r);
+  const auth = readAuth(r, files);
   const before = issues.length;
   const keepalive = r.seconds("keepalive", d.keepalive, 0.5, 3600);
   const idleTimeout = r.seconds("idleTimeout", d.idleTimeout, 1, 3600);
@@ -125,18 +184,22 @@ export function parseClientConfig(raw: unknown, source?: string): ClientConfig {
     reconnect,
     log: readLogConfig(r),
   };
+  const control = readControlSetting(r);
   if (issues.length > 0 || !server || !key) throw new ConfigError(issues, source);
   const out: ClientConfig = { ...cfg, server, key };
   if (auth) out.auth = auth;
+  if (control !== undefined) out.control = control;
   return out;
 }
 
 /**
- * Reads, parses (JSONC) and validates a client config file.
+ * Reads, parses (JSONC) and validates a client config file, with the files
+ * its `keyFile` and `auth.passwordFile` name (relative to its directory).
  * @throws {ConfigError} naming the file and every problem.
  */
 export async function loadClientConfig(path: string): Promise<ClientConfig> {
-  return parseClientConfig(await readJsoncFile(path), path);
+  const raw = await readJsoncFile(path);
+  return parseClientConfig(raw, path, await readConfigSecretFiles(raw, "client", path));
 }
 
 /**
@@ -156,9 +219,12 @@ export function clientConfigTemplate(
   "server": "${server}",
   // The access key the server gave you (64 hex or 43 base64url characters). Keep it secret.
   "key": "${key}",
+  // Or, instead of "key": a file holding the key (relative to this file; "#" starts a comment).
+  // "keyFile": "client.key",
   // Local SOCKS5 + HTTP proxy address.
   "listen": "${formatHostPort(d.listen)}",
   // Credentials the local proxy asks for (1..255 bytes each); omit for none.
+  // "passwordFile" (a file holding the password) may replace "password".
   // "auth": { "username": "me", "password": "change me" },
   // Parallel sessions to the server (1..16).
   "mux": ${d.mux},
@@ -176,6 +242,10 @@ export function clientConfigTemplate(
   // Levels per category may override it, most specific first:
   //   "categories": { "server.dispatcher": "debug", "client": "warning" }
   "log": { "level": "${d.log.level}", "format": "${d.log.format}" },
+  // Local control socket for "ostp-client status" (Unix socket, mode 0600; false: none).
+  // Default: $XDG_RUNTIME_DIR/ostp/client.sock, /run/ostp/client.sock as root, else
+  // <temp dir>/ostp-<uid>/client.sock.
+  // "control": "/run/user/1000/ostp/client.sock",
 }
 `;
 }

@@ -4,7 +4,12 @@
  * @module
  */
 
-import { formatAccessKey, generateAccessKey } from "../crypto/keys.ts";
+import {
+  formatAccessKey,
+  generateAccessKey,
+  KeyFormatError,
+  parseAccessKey,
+} from "../crypto/keys.ts";
 import {
   ConfigError,
   type ConfigIssue,
@@ -21,6 +26,8 @@ import {
   typeName,
   type UserConfig,
 } from "./types.ts";
+import { readConfigSecretFiles, secretFileAt, type SecretFiles, secretLines } from "./secrets.ts";
+import { readControlSetting } from "./control.ts";
 
 export type { ServerConfig } from "./types.ts";
 
@@ -47,6 +54,7 @@ export const SERVER_DEFAULTS: Readonly<Omit<ServerConfig, "keys" | "publicAddres
 export const SERVER_FIELDS = [
   "listen",
   "keys",
+  "keyFiles",
   "publicAddress",
   "maxSessions",
   "handshakeRate",
@@ -62,6 +70,7 @@ export const SERVER_FIELDS = [
   "stateFile",
   "statsFlushInterval",
   "api",
+  "control",
 ] as const;
 
 /** The fields of one `users[]` entry. */
@@ -96,34 +105,65 @@ function readListen(r: ObjectReader): HostPort[] {
   return out;
 }
 
-function readKeys(r: ObjectReader, haveUsers: boolean, seen: Map<string, string>): Uint8Array[] {
-  if (!r.has("keys")) {
-    if (!haveUsers) r.add("keys", "required (or users)");
-    return [];
-  }
-  const v = r.get("keys");
-  if (!Array.isArray(v)) {
-    r.add("keys", `expected an array of access keys, got ${typeName(v)}`);
-    return [];
-  }
-  if (v.length === 0) {
-    if (!haveUsers) {
-      r.add("keys", "needs at least one access key (generate one with --generate-key)");
-    }
-    return [];
-  }
+/** Reads `keys`, then the keys in the files of `keyFiles`; every key unique. */
+function readKeys(
+  r: ObjectReader,
+  haveUsers: boolean,
+  seen: Map<string, string>,
+  files: SecretFiles | undefined,
+): Uint8Array[] {
   const out: Uint8Array[] = [];
-  v.forEach((item, i) => {
-    const key = readKeyValue(item, `keys[${i}]`, r.issues);
-    if (!key) return;
+  // `label` names the key in later duplicate messages; `where` prefixes this one's message.
+  const take = (key: Uint8Array, path: string, label: string, where = ""): void => {
     const hex = formatAccessKey(key, "hex");
     const prev = seen.get(hex);
     if (prev !== undefined) {
-      r.add(`keys[${i}]`, `duplicate of ${prev}`);
+      r.add(path, `${where}duplicate of ${prev}`);
       return;
     }
-    seen.set(hex, `keys[${i}]`);
+    seen.set(hex, label);
     out.push(key);
+  };
+  const kf = r.get("keyFiles");
+  // Keys may come from elsewhere: users, or keyFiles (a value of the wrong type is reported below).
+  const otherwise = haveUsers || (kf !== undefined && !(Array.isArray(kf) && kf.length === 0));
+  if (!r.has("keys")) {
+    if (!otherwise) r.add("keys", "required (or keyFiles, or users)");
+  } else {
+    const v = r.get("keys");
+    if (!Array.isArray(v)) {
+      r.add("keys", `expected an array of access keys, got ${typeName(v)}`);
+    } else if (v.length === 0) {
+      if (!otherwise) {
+        r.add("keys", "needs at least one access key (generate one with --generate-key)");
+      }
+    } else {
+      v.forEach((item, i) => {
+        const key = readKeyValue(item, `keys[${i}]`, r.issues);
+        if (key) take(key, `keys[${i}]`, `keys[${i}]`);
+      });
+    }
+  }
+  if (kf === undefined) return out;
+  if (!Array.isArray(kf)) {
+    r.add("keyFiles", `expected an array of file paths, got ${typeName(kf)}`);
+    return out;
+  }
+  kf.forEach((item, i) => {
+    const path = `keyFiles[${i}]`;
+    const f = secretFileAt(item, path, r.issues, files);
+    if (!f) return;
+    const lines = secretLines(f.text);
+    if (lines.length === 0) r.add(path, `${f.path} holds no access key`);
+    for (const l of lines) {
+      const where = `${f.path} line ${l.line}`;
+      try {
+        take(parseAccessKey(l.text), path, where, `${where}: `);
+      } catch (e) {
+        if (!(e instanceof KeyFormatError)) throw e;
+        r.add(path, `${where}: ${e.message}`);
+      }
+    }
   });
   return out;
 }
@@ -194,16 +234,23 @@ function readUsers(r: ObjectReader, seenKeys: Map<string, string>): UserConfig[]
 
 /**
  * Validates a raw server configuration (parsed JSON) and fills in defaults.
+ * The keys of `keyFiles` follow those of `keys` in {@link ServerConfig.keys}.
  * @param source where the config came from, for the error message.
+ * @param files the files `keyFiles` names, read ahead ({@link readConfigSecretFiles});
+ *   {@link loadServerConfig} does it.
  * @throws {ConfigError} listing every problem; no message contains a key.
  */
-export function parseServerConfig(raw: unknown, source?: string): ServerConfig {
+export function parseServerConfig(
+  raw: unknown,
+  source?: string,
+  files?: SecretFiles,
+): ServerConfig {
   const issues: ConfigIssue[] = [];
   const r = new ObjectReader(raw, "", issues, SERVER_FIELDS);
   const d = SERVER_DEFAULTS;
   const listen = readListen(r);
   const seenKeys = new Map<string, string>();
-  const keys = readKeys(r, hasUsers(r), seenKeys);
+  const keys = readKeys(r, hasUsers(r), seenKeys, files);
   const users = readUsers(r, seenKeys);
   let stateFile: string | null = d.stateFile;
   if (r.has("stateFile")) {
@@ -234,6 +281,8 @@ export function parseServerConfig(raw: unknown, source?: string): ServerConfig {
     statsFlushInterval: r.seconds("statsFlushInterval", d.statsFlushInterval, 0.1, 3600),
   };
   if (publicAddress) cfg.publicAddress = publicAddress;
+  const control = readControlSetting(r);
+  if (control !== undefined) cfg.control = control;
   if (r.has("api") && r.get("api") !== null) {
     const a = r.object("api", ["listen", "token"]);
     const listenApi = a.hostPort("listen", { host: "127.0.0.1", port: 9090 }, true)!;
@@ -249,11 +298,13 @@ export function parseServerConfig(raw: unknown, source?: string): ServerConfig {
 }
 
 /**
- * Reads, parses (JSONC) and validates a server config file.
+ * Reads, parses (JSONC) and validates a server config file, with the key
+ * files its `keyFiles` names (relative to its directory).
  * @throws {ConfigError} naming the file and every problem.
  */
 export async function loadServerConfig(path: string): Promise<ServerConfig> {
-  return parseServerConfig(await readJsoncFile(path), path);
+  const raw = await readJsoncFile(path);
+  return parseServerConfig(raw, path, await readConfigSecretFiles(raw, "server", path));
 }
 
 /**
@@ -275,6 +326,9 @@ export function serverConfigTemplate(options: { keys?: Uint8Array[] } = {}): str
   "keys": [
 ${keyLines}
   ],
+  // Files of more keys, one per line ("#" comments and blank lines ignored), relative to this
+  // file; re-read on reload (SIGHUP). Keep them private (chmod 600).
+  // "keyFiles": ["keys.txt"],
   // Named users with their own keys (unique across keys and users) and optional limits:
   // limitBytes (traffic up + down), expires (ISO-8601 date or date-time), enabled.
   // Sessions of a user who is over the limit, expired or disabled are closed with the reason.
@@ -287,6 +341,10 @@ ${keyLines}
   // "stateFile": "ostp-server.db",
   // Seconds between writes of changed counters to stateFile (a crash loses at most this much).
   "statsFlushInterval": ${d.statsFlushInterval},
+  // Local control socket for "ostp-server status" (Unix socket, mode 0600; false: none).
+  // Default: $XDG_RUNTIME_DIR/ostp/server.sock, /run/ostp/server.sock as root, else
+  // <temp dir>/ostp-<uid>/server.sock.
+  // "control": "/run/ostp/server.sock",
   // Management API (docs/api.md), off unless set; keep it on loopback.
   // "api": { "listen": "127.0.0.1:9090", "token": "a long random secret" },
   // Address that share links advertise, if clients reach the server under another address.

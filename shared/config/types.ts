@@ -86,6 +86,8 @@ export interface ServerConfig {
   api?: ApiConfig;
   /** Seconds between writes of changed counters to `stateFile`; default 5. */
   statsFlushInterval: number;
+  /** Control socket path; `false`: none; absent: the default path (`shared/control/path.ts`). */
+  control?: string | false;
 }
 
 /** A named user of the server (`users[]` in the config file). */
@@ -142,6 +144,8 @@ export interface ClientConfig {
   reconnect: ReconnectConfig;
   /** Logging. */
   log: LogConfig;
+  /** Control socket path; `false`: none; absent: the default path (`shared/control/path.ts`). */
+  control?: string | false;
 }
 
 /** One problem found in a configuration. */
@@ -518,6 +522,19 @@ class JsoncParser {
   }
 }
 
+/** Why reading a file failed, in a few words ("file not found", "permission denied", ...). */
+export function readErrorReason(e: unknown): string {
+  return e instanceof Deno.errors.NotFound
+    ? "file not found"
+    : e instanceof Deno.errors.PermissionDenied
+    ? "permission denied"
+    : e instanceof Deno.errors.NotCapable
+    ? "not allowed to read files (Deno's --allow-read)"
+    : e instanceof Deno.errors.IsADirectory
+    ? "is a directory"
+    : `cannot read the file (${(e as Error).name})`;
+}
+
 /**
  * Reads a JSONC config file (at most {@link MAX_CONFIG_BYTES}).
  * @throws {ConfigError} if the file cannot be read or is not valid JSONC.
@@ -527,14 +544,7 @@ export async function readJsoncFile(path: string): Promise<unknown> {
   try {
     bytes = await Deno.readFile(path);
   } catch (e) {
-    const reason = e instanceof Deno.errors.NotFound
-      ? "file not found"
-      : e instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : e instanceof Deno.errors.IsADirectory
-      ? "is a directory"
-      : `cannot read the file (${(e as Error).name})`;
-    throw new ConfigError([{ path: "", message: reason }], path);
+    throw new ConfigError([{ path: "", message: readErrorReason(e) }], path);
   }
   if (bytes.length > MAX_CONFIG_BYTES) {
     throw new ConfigError(

@@ -1,8 +1,12 @@
 /**
  * Test support: real `ostp-server` and `ostp-client` processes, a local HTTP
- * origin with deterministic payloads, and curl.
+ * origin with deterministic payloads, and curl. Every daemon spawned here gets
+ * its own control socket in a fresh temporary directory (removed when the
+ * process exits), so parallel tests never share one.
  * @module
  */
+
+import { queryControl } from "../../shared/control/query.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 const PERMS = [
@@ -28,16 +32,63 @@ export function freePort(transport: "tcp" | "udp" = "tcp"): number {
   return p;
 }
 
+const DAEMON_ENTRIES = ["server/main.ts", "client/main.ts"];
+const SUBCOMMANDS = ["init", "check", "genkey", "links", "status"];
+
+/** Arguments plus the control socket a spawned daemon should use (null: none added). */
+export interface ControlledArgs {
+  args: string[];
+  /** The socket path passed with `--control`, or null. */
+  controlPath: string | null;
+  /** The temporary directory holding it, to remove when the daemon exits. */
+  controlDir: string | null;
+}
+
+/**
+ * Adds `--control <fresh temp dir>/<name>.sock` to a daemon's arguments
+ * (`entry` is `server/main.ts` or `client/main.ts`, not running a subcommand);
+ * a `--control <path>` already there is used as is, `--no-control` respected,
+ * and other commands are left alone.
+ */
+export function withControlSocket(name: string, entry: string, args: string[]): ControlledArgs {
+  if (!DAEMON_ENTRIES.includes(entry) || SUBCOMMANDS.includes(args[0])) {
+    return { args, controlPath: null, controlDir: null };
+  }
+  const given = args.indexOf("--control");
+  if (given >= 0) return { args, controlPath: args[given + 1] ?? null, controlDir: null };
+  if (args.some((a) => a === "--no-control" || a.startsWith("--control="))) {
+    return { args, controlPath: null, controlDir: null };
+  }
+  const controlDir = Deno.makeTempDirSync({ prefix: "ostp-ctl-" });
+  const controlPath = `${controlDir}/${name.replace(/[^A-Za-z0-9_-]/g, "_")}.sock`;
+  return { args: [...args, "--control", controlPath], controlPath, controlDir };
+}
+
 /** A daemon child process with its collected output. */
 export class Daemon {
   readonly output: string[] = [];
   private readonly lineWaiters: { re: RegExp; resolve: (m: RegExpMatchArray) => void }[] = [];
   readonly status: Promise<Deno.CommandStatus>;
   private readonly pumps: Promise<void>[];
+  /** The daemon's control socket (`--control`), if the spawn helper gave it one. */
+  readonly controlPath: string | null;
 
-  constructor(readonly name: string, private readonly proc: Deno.ChildProcess) {
+  constructor(
+    readonly name: string,
+    private readonly proc: Deno.ChildProcess,
+    control: { path: string | null; dir: string | null } = { path: null, dir: null },
+  ) {
     this.pumps = [this.pump(proc.stdout), this.pump(proc.stderr)];
-    this.status = proc.status;
+    this.controlPath = control.path;
+    const dir = control.dir;
+    // The temporary directory goes when the process does, however it ends.
+    this.status = proc.status.finally(() => {
+      try {
+        if (dir) Deno.removeSync(dir, { recursive: true });
+      } catch {
+        // already gone
+      }
+    });
   }
 
   private async pump(stream: ReadableStream<Uint8Array>): Promise<void> {
@@ -68,12 +119,19 @@ export class Daemon {
     return this.output.filter((l) => re.test(l)).length;
   }
 
-  /** Sends SIGUSR1 and returns the JSON line the daemon prints in answer. */
-  async statsDump(): Promise<Record<string, any>> {
-    const from = this.output.length;
-    this.proc.kill("SIGUSR1");
-    const m = await this.waitFor(/^\{"stats":/, 10_000, from);
-    return JSON.parse(m.input!);
+  /** Sends one request on the daemon's control socket; throws unless it answers `ok`. */
+  async control(request: Record<string, unknown>): Promise<Record<string, any>> {
+    if (!this.controlPath) throw new Error(`${this.name}: spawned without a control socket`);
+    const answer = await queryControl(this.controlPath, request, { timeoutMs: 10_000 });
+    if (answer.ok !== true) {
+      throw new Error(`${this.name}: ${JSON.stringify(request)} failed: ${answer.error}`);
+    }
+    return answer;
+  }
+
+  /** The counters (`status` on the control socket): `stats`; the server adds `rssBytes`, `users`. */
+  statsDump(): Promise<Record<string, any>> {
+    return this.control({ cmd: "status" });
   }
 
   /**
@@ -137,17 +195,21 @@ export class Daemon {
   }
 }
 
-/** Spawns `deno run` on a daemon entry point. */
+/**
+ * Spawns `deno run` on an entry point; a daemon gets its own control socket
+ * ({@link withControlSocket}).
+ */
 export function spawnDeno(name: string, entry: string, args: string[]): Daemon {
+  const c = withControlSocket(name, entry, args);
   const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-net", ...PERMS, ROOT + entry, ...args],
+    args: ["run", "--unstable-net", ...PERMS, ROOT + entry, ...c.args],
     cwd: ROOT,
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
     env: { NO_COLOR: "1" },
   }).spawn();
-  return new Daemon(name, proc);
+  return new Daemon(name, proc, { path: c.controlPath, dir: c.controlDir });
 }
 
 /** A running server and its share link. */

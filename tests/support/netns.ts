@@ -7,7 +7,7 @@
  */
 
 import { CLEAN, type Impairment } from "./linkemu.ts";
-import { Daemon } from "./daemons.ts";
+import { Daemon, withControlSocket } from "./daemons.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -160,8 +160,14 @@ export class Testbed {
     await run("ip", "-n", this.target, "link", "set", vt, "up");
   }
 
-  /** Spawns `cmd args…` inside namespace `ns`. */
-  spawn(name: string, ns: string, cmd: string, args: string[]): Daemon {
+  /** Spawns `cmd args…` inside namespace `ns`; `control` is the daemon's control socket. */
+  spawn(
+    name: string,
+    ns: string,
+    cmd: string,
+    args: string[],
+    control?: { path: string | null; dir: string | null },
+  ): Daemon {
     const proc = new Deno.Command("ip", {
       args: ["netns", "exec", ns, cmd, ...args],
       cwd: ROOT,
@@ -170,18 +176,23 @@ export class Testbed {
       stderr: "piped",
       env: { NO_COLOR: "1" },
     }).spawn();
-    return new Daemon(name, proc);
+    return new Daemon(name, proc, control);
   }
 
-  /** Spawns a Deno script of the project inside namespace `ns`. */
+  /**
+   * Spawns a Deno script of the project inside namespace `ns`; a daemon gets
+   * its own control socket in a temporary directory (reachable from outside
+   * the namespace: Unix socket paths are not per network namespace).
+   */
   spawnDeno(name: string, ns: string, entry: string, args: string[]): Daemon {
+    const c = withControlSocket(name, entry, args);
     return this.spawn(name, ns, Deno.execPath(), [
       "run",
       "-A",
       "--unstable-net",
       ROOT + entry,
-      ...args,
-    ]);
+      ...c.args,
+    ], { path: c.controlPath, dir: c.controlDir });
   }
 
   /** Runs a command inside `ns` to completion. */

@@ -3,6 +3,7 @@ import { formatAccessKey, parseAccessKey } from "../../shared/crypto/keys.ts";
 import { encodeShareLink } from "../../shared/link.ts";
 import { NO_KEY_MESSAGE, parseServerArgs, type ServerCliResult } from "../../server/cli.ts";
 import { type ClientCliResult, parseClientArgs } from "../../client/cli.ts";
+import { programName } from "../../shared/program_name.ts";
 
 const K1 = new Uint8Array(32).fill(1);
 const K2 = new Uint8Array(32).fill(2);
@@ -40,8 +41,9 @@ Deno.test("server cli: help and version are returned, not printed, and do not ex
   const help = await parseServerArgs(["--help"]);
   assertEquals(help.kind, "help");
   assert(
-    "text" in help && help.text.includes("Usage: ostp-server") &&
-      help.text.includes("--generate-key"),
+    "text" in help && help.text.includes(`Usage: ${programName("server")} [options]`) &&
+      help.text.includes("--generate-key") && help.text.includes("--key-file <path>"),
+    "text" in help ? help.text : help.kind,
   );
   assertEquals((await parseServerArgs(["-h"])).kind, "help");
   const v = await parseServerArgs(["--version"]);
@@ -205,7 +207,10 @@ const LINK = encodeShareLink({
 
 Deno.test("client cli: help and version do not exit", async () => {
   const h = await parseClientArgs(["--help"]);
-  assert(h.kind === "help" && h.text.includes("Usage: ostp-client") && h.text.includes("[link]"));
+  assert(h.kind === "help" && h.text.includes(`Usage: ${programName("client")} [options] [link]`));
+  for (const part of ["--key-file <path>", "--link-file <path>", "--password-file <path>"]) {
+    assert(h.text.includes(part), `lacks ${part}:\n${h.text}`);
+  }
   assertEquals((await parseClientArgs(["-V"])).kind, "version");
 });
 
@@ -296,7 +301,7 @@ Deno.test("client cli: precedence defaults < file < link < flags", async () => {
 
 Deno.test("client cli: errors name the flag, the link or the field", async () => {
   const none = errorText(await parseClientArgs([]));
-  assert(none.includes("no server: pass an ostp:// share link, --server or a config file"), none);
+  assert(none.includes("no server: pass an ostp:// share link (OSTP_LINK"), none);
   assert(none.includes("no access key"), none);
 
   const badLink = errorText(await parseClientArgs(["https://example.com"]));
@@ -326,7 +331,7 @@ Deno.test("client cli: errors name the flag, the link or the field", async () =>
       "--mux: must be from 1 to 16",
       '--listen: expected "host:port"',
       "--key: access key must be",
-      "--username: needs --password too",
+      "--username: needs a password too",
       "--username: must be 1 to 255 bytes",
     ]
   ) assert(flags.includes(part), `lacks ${JSON.stringify(part)}:\n${flags}`);
