@@ -64,7 +64,7 @@ import denoJson from "../deno.json" with { type: "json" };
  * - `failure`: runtime error such as a file that exists or cannot be written (stderr, exit 1).
  */
 export type ServerCliResult =
-  | { kind: "run"; config: ServerConfig; configPath?: string }
+  | { kind: "run"; config: ServerConfig; configPath?: string; printLinks?: boolean }
   | { kind: "generate-key"; text: string }
   | { kind: "genkey"; text: string; keys: Uint8Array[] }
   | { kind: "init"; text: string; path?: string }
@@ -98,6 +98,7 @@ interface ServerOptions {
   logFormat?: string;
   generateKey?: string | boolean;
   control?: string | false;
+  printLinks?: boolean;
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -168,7 +169,11 @@ function buildProgram(output: { out: string; err: string }): Command {
     .addOption(new Option("--log-format <fmt>", "log format").choices(LOG_FORMATS))
     .option("--generate-key [format]", 'print a fresh access key ("hex" or "base64url") and exit')
     .option("--control <path>", "control socket for `status` and `reload` (default: see README)")
-    .option("--no-control", "run without a control socket");
+    .option("--no-control", "run without a control socket")
+    .option(
+      "--print-links",
+      "print the share links (keys included) at start even when stdout is not a terminal",
+    );
 }
 
 /** Parses a decimal number flag, recording an issue naming the flag. */
@@ -351,7 +356,7 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
       : [],
   );
   if (onCommandLine) ctx.warn(onCommandLine);
-  return { kind: "run", config, configPath: o.config };
+  return { kind: "run", config, configPath: o.config, printLinks: o.printLinks === true };
 }
 
 /** `path` made absolute against the working directory. */

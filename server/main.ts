@@ -8,6 +8,7 @@
 
 import { formatHostPort, isUnspecifiedHost } from "../shared/config/types.ts";
 import { encodeShareLink } from "../shared/link.ts";
+import { programName } from "../shared/program_name.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
 import { parseServerArgs } from "./cli.ts";
 import { OstpServer } from "./server.ts";
@@ -77,9 +78,9 @@ export async function main(argv: string[]): Promise<number> {
       }
       await setupLogging(next.config.log);
       const r = server.reload(next.config);
-      log.info("config reloaded ({why}): {keys} key(s), {closed} session(s) closed", {
+      log.info("config reloaded ({why}): {keyCount} key(s), {closed} session(s) closed", {
         why,
-        keys: next.config.keys.length + next.config.users.length,
+        keyCount: next.config.keys.length + next.config.users.length,
         closed: r.closedSessions,
       });
       if (r.needsRestart.length > 0) {
@@ -117,13 +118,31 @@ export async function main(argv: string[]): Promise<number> {
   });
   const bound = server.addresses[0];
   const advertised = server.advertisedAddress();
-  for (const key of config.keys) {
-    console.log(`share link: ${encodeShareLink({ key, server: advertised, mtu: config.mtu })}`);
+  // A share link carries its key: print the links only to a person at a
+  // terminal (or when asked), never into a service's journal.
+  if (parsed.printLinks || Deno.stdout.isTerminal()) {
+    for (const key of config.keys) {
+      console.log(`share link: ${encodeShareLink({ key, server: advertised, mtu: config.mtu })}`);
+    }
+    for (const u of config.users) {
+      const link = encodeShareLink({
+        key: u.key,
+        server: advertised,
+        mtu: config.mtu,
+        name: u.name,
+      });
+      console.log(`share link: ${link}`);
+    }
+  } else {
+    log.info("share links not printed (they carry keys; stdout is not a terminal): {hint}", {
+      hint: `${programName("server")} links${parsed.configPath ? " <config>" : ""} prints them`,
+    });
   }
-  for (const u of config.users) {
-    const link = encodeShareLink({ key: u.key, server: advertised, mtu: config.mtu, name: u.name });
-    console.log(`share link: ${link}`);
-  }
+  console.log(
+    `ready: udp ${
+      server.addresses.map((a) => formatHostPort({ host: a.hostname, port: a.port })).join(", ")
+    }, ${config.keys.length + config.users.length} key(s)`,
+  );
   if (!config.publicAddress && isUnspecifiedHost(bound.hostname)) {
     log.info("share links use {address}; set publicAddress for clients elsewhere", {
       address: formatHostPort(advertised),

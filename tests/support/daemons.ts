@@ -48,11 +48,15 @@ export interface ControlledArgs {
  * Adds `--control <fresh temp dir>/<name>.sock` to a daemon's arguments
  * (`entry` is `server/main.ts` or `client/main.ts`, not running a subcommand);
  * a `--control <path>` already there is used as is, `--no-control` respected,
- * and other commands are left alone.
+ * and other commands are left alone. A server also gets `--print-links`: its
+ * stdout is a pipe here, and tests read the share link from it.
  */
 export function withControlSocket(name: string, entry: string, args: string[]): ControlledArgs {
   if (!DAEMON_ENTRIES.includes(entry) || SUBCOMMANDS.includes(args[0])) {
     return { args, controlPath: null, controlDir: null };
+  }
+  if (entry === "server/main.ts" && !args.includes("--print-links")) {
+    args = [...args, "--print-links"];
   }
   const given = args.indexOf("--control");
   if (given >= 0) return { args, controlPath: args[given + 1] ?? null, controlDir: null };
