@@ -45,7 +45,7 @@ import {
 import { decodeShareLink, LinkError, type ShareLink } from "../shared/link.ts";
 import { type StatusCliKit, statusCommand } from "../shared/control/status.ts";
 import { programName, quietTaskHint } from "../shared/program_name.ts";
-import { baseCommand, initConfig, runCommander } from "../server/cli.ts";
+import { baseCommand, initConfig, runCommander } from "../shared/cli.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /**
