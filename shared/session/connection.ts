@@ -35,6 +35,13 @@ export class Connection {
   onStream: (s: OstpStream) => void = (s) => s.close();
   /** Called for each unreliable datagram. */
   onDatagram: (d: Uint8Array) => void = () => {};
+  /**
+   * Called when the peer stopped answering (the session's `unresponsive`
+   * event), with the {@link monotonicNow} time of the first unanswered packet.
+   */
+  onUnresponsive: (since: number) => void = () => {};
+  /** Called when the peer answers again after {@link onUnresponsive}. */
+  onResponsive: () => void = () => {};
   /** Resolves once the session closed, with its code and reason. */
   readonly closed: Promise<{ code: number; reason: string; remote: boolean }>;
 
@@ -165,6 +172,12 @@ export class Connection {
           } catch {
             // A faulty handler must not stop the session.
           }
+          break;
+        case "unresponsive":
+          this.onUnresponsive(ev.since);
+          break;
+        case "responsive":
+          this.onResponsive();
           break;
         case "closed":
           this.closedInfo = { code: ev.code, reason: ev.reason };

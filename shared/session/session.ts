@@ -7,7 +7,9 @@
  * It implements the frame layer of PROTOCOL.md part B: coalesced frames,
  * streams with per-stream ordering and flow control, unreliable datagrams,
  * loss recovery with new packet numbers for every retransmission, BBR with
- * pacing, keepalive, idle timeout and close.
+ * pacing, keepalive, idle timeout and close. It also tells when the peer
+ * stopped answering (`unresponsive`): a restarted server drops the old
+ * session's packets in silence, so only the missing answers reveal it.
  * @module
  */
 
@@ -72,6 +74,17 @@ export interface SessionConfig extends TransportParams {
   datagramQueue: number;
   /** Largest congestion window, bytes (bounds memory per session). */
   maxCwnd: number;
+  /**
+   * Report the peer `unresponsive` once ack-eliciting packets went unanswered
+   * this long, ms; never sooner than 3 PTOs; 0 never reports.
+   */
+  unresponsiveTimeout: number;
+  /**
+   * When the peer, after sending more than PINGs, has been silent this long and
+   * nothing of ours awaits an ack, send one PING so that a vanished peer gets
+   * noticed, ms; never sooner than 2 PTOs; 0 never probes.
+   */
+  silenceProbe: number;
 }
 
 /** Defaults suited to a tunnel carrying bulk and interactive traffic. */
@@ -86,6 +99,8 @@ export const defaultSessionConfig: SessionConfig = {
   maxAckDelay: 10,
   datagramQueue: 512,
   maxCwnd: 64 * 1024 * 1024,
+  unresponsiveTimeout: 1000,
+  silenceProbe: 500,
 };
 
 /** Session close codes carried in CLOSE frames. */
@@ -134,6 +149,10 @@ export type SessionEvent =
   | { type: "readable"; id: number }
   | { type: "writable"; id: number }
   | { type: "datagram"; data: Uint8Array }
+  /** Ack-eliciting packets sent since `since` (ms) got no authenticated answer ({@link SessionConfig.unresponsiveTimeout}). */
+  | { type: "unresponsive"; since: number }
+  /** An authenticated packet arrived after `unresponsive`. */
+  | { type: "responsive" }
   | { type: "closed"; code: number; reason: string; remote: boolean };
 
 /** Counters for statistics and events. */
@@ -272,6 +291,12 @@ export class Session implements FrameSink {
   private firstSentTime = 0;
   private appLimitedUntil = 0;
 
+  // Liveness: a vanished peer (a restarted server) drops our packets silently.
+  private unanswered = Infinity;
+  private silentReported = false;
+  private peerSpoke = false;
+  private rxPing = false;
+
   // Pacing.
   private paceTokens = 0;
   private paceTime = 0;
@@ -373,6 +398,11 @@ export class Session implements FrameSink {
     this.stats.packetsReceived++;
     this.stats.bytesReceived += wire.length;
     this.lastRecv = now;
+    this.unanswered = Infinity;
+    if (this.silentReported) {
+      this.silentReported = false;
+      this.events.push({ type: "responsive" });
+    }
     const highest = pn > this.largestRecv;
     if (highest) {
       if (pn !== this.largestRecv + 1) this.ackImmediate = true;
@@ -384,6 +414,7 @@ export class Session implements FrameSink {
     this.received.add(pn, pn + 1);
     if (this.received.length > 64) this.received.truncate(48);
     let eliciting: boolean;
+    this.rxPing = false;
     try {
       eliciting = parseFrames(RX, n, this);
     } catch (e) {
@@ -394,6 +425,7 @@ export class Session implements FrameSink {
       }
       throw e;
     }
+    if (eliciting && !this.rxPing) this.peerSpoke = true;
     if (eliciting && this.state === "open") {
       if (this.ackElicitingSinceAck === 0) this.ackDeadline = now + this.config.maxAckDelay;
       this.ackElicitingSinceAck++;
@@ -404,7 +436,9 @@ export class Session implements FrameSink {
   // ------------------------------------------------------ frame handlers
 
   /** @internal frame handler */
-  onPing(): void {}
+  onPing(): void {
+    this.rxPing = true;
+  }
 
   /** @internal frame handler */
   onAck(ranges: number[], count: number, delayUs: number): void {
@@ -653,9 +687,23 @@ export class Session implements FrameSink {
     this.enqueueControl(st);
   }
 
-  /** Sends a PING soon (elicits an ack: liveness checks, path changes). */
+  /**
+   * Sends a PING soon, even past a full congestion window (elicits an ack:
+   * liveness checks, path changes).
+   */
   ping(): void {
-    if (this.state === "open") this.pingPending = true;
+    if (this.state !== "open") return;
+    this.pingPending = true;
+    if (this.probes === 0) this.probes = 1;
+  }
+
+  /**
+   * Send time (ms) of the first ack-eliciting packet sent since the last
+   * authenticated packet arrived: how long the peer has left us unanswered.
+   * Infinity when nothing waits for an answer.
+   */
+  get unansweredSince(): number {
+    return this.unanswered;
   }
 
   /** Queues an unreliable datagram; false if it can never fit a packet or the session is closed. */
@@ -777,6 +825,7 @@ export class Session implements FrameSink {
       });
       this.bytesInFlight += len;
       this.lastAckElicitingSent = now;
+      if (this.unanswered === Infinity) this.unanswered = now;
       this.paceTokens -= len;
       if (this.probes > 0) this.probes--;
     }
@@ -947,6 +996,14 @@ export class Session implements FrameSink {
     if (this.lossTime < t) t = this.lossTime;
     if (this.bytesInFlight > 0) t = Math.min(t, this.ptoDeadline());
     t = Math.min(t, this.lastAckElicitingSent + this.config.keepalive);
+    if (
+      this.unanswered !== Infinity && !this.silentReported && this.config.unresponsiveTimeout > 0
+    ) {
+      t = Math.min(t, this.unanswered + this.unresponsiveDelay());
+    }
+    if (this.peerSpoke && this.bytesInFlight === 0 && this.config.silenceProbe > 0) {
+      t = Math.min(t, this.lastRecv + this.silenceDelay());
+    }
     if (this.hasSendable() && this.paceTokens < 0) {
       t = Math.min(t, this.paceTime + -this.paceTokens / Math.max(this.cc.pacingRate, 1e-3));
     }
@@ -963,7 +1020,15 @@ export class Session implements FrameSink {
     return this.lastAckElicitingSent + this.rtt.pto(this.config.maxAckDelay) * 2 ** this.ptoCount;
   }
 
-  /** Runs expired timers: idle timeout, loss detection, probes, keepalive. */
+  private unresponsiveDelay(): number {
+    return Math.max(3 * this.rtt.pto(this.config.maxAckDelay), this.config.unresponsiveTimeout);
+  }
+
+  private silenceDelay(): number {
+    return Math.max(2 * this.rtt.pto(this.config.maxAckDelay), this.config.silenceProbe);
+  }
+
+  /** Runs expired timers: idle timeout, loss detection, probes, keepalive, liveness. */
   handleTimeout(now: number): void {
     if (this.state !== "open") return;
     if (now >= this.lastRecv + this.config.idleTimeout) {
@@ -980,6 +1045,20 @@ export class Session implements FrameSink {
     }
     if (now >= this.lastAckElicitingSent + this.config.keepalive) {
       this.pingPending = true;
+    }
+    if (
+      this.peerSpoke && this.bytesInFlight === 0 && this.config.silenceProbe > 0 &&
+      now >= this.lastRecv + this.silenceDelay()
+    ) {
+      this.peerSpoke = false;
+      this.pingPending = true;
+    }
+    if (
+      this.unanswered !== Infinity && !this.silentReported && this.config.unresponsiveTimeout > 0 &&
+      now >= this.unanswered + this.unresponsiveDelay()
+    ) {
+      this.silentReported = true;
+      this.events.push({ type: "unresponsive", since: this.unanswered });
     }
   }
 

@@ -58,6 +58,8 @@ export class SimNet {
   private readonly out = new Uint8Array(2048);
   /** Datagrams put on the link, per direction. */
   readonly sent = [0, 0];
+  /** Longest jump of virtual time per {@link step}, ms (Infinity: straight to the next event). */
+  maxStep = Infinity;
 
   constructor(
     a: Session,
@@ -97,6 +99,7 @@ export class SimNet {
     for (const s of this.sessions) next = Math.min(next, s.nextTimeout());
     if (next <= this.now) next = this.now + 0.05;
     if (next === Infinity) next = this.now + 1;
+    if (next > this.now + this.maxStep) next = this.now + this.maxStep;
     this.now = next;
     const due = this.queue.filter((q) => q.at <= this.now);
     this.queue = this.queue.filter((q) => q.at > this.now);
