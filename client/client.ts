@@ -15,7 +15,10 @@ import { OstpPool, type RunnerState } from "./outbound/ostp.ts";
 /** Events a client emits. */
 export interface ClientEvents {
   [k: string]: unknown;
-  /** A session runner changed state; `detail` says why when it left `connected`. */
+  /**
+   * A session runner changed state; `detail` says why when it left `connected`,
+   * or, on `connected` again without a new handshake, that the silent server answers again.
+   */
   state: { session: number; state: RunnerState; detail?: string };
   /** Counters, every `statsIntervalMs`. */
   stats: TrafficStats;
@@ -25,9 +28,14 @@ export interface ClientEvents {
 export interface ClientOptions {
   /** Interval of `stats` events, ms (default 5000). */
   statsIntervalMs?: number;
+  /** While the server stays unreachable, an info line about this often, ms (default 60000). */
+  outageReminderMs?: number;
 }
 
 const log = getLog("client");
+
+/** Default of {@link ClientOptions.outageReminderMs}. */
+const OUTAGE_REMINDER_MS = 60_000;
 
 /** A running (or stopped) OSTP client. */
 export class OstpClient {
@@ -38,6 +46,8 @@ export class OstpClient {
   private proxy: ProxyServer | null = null;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
   private readonly startedAt = performance.now();
+  /** Per session: when the current outage was last logged (0: no outage). */
+  private readonly outageLoggedAt: number[] = [];
 
   constructor(readonly config: ClientConfig, private readonly options: ClientOptions = {}) {
     this.pool = new OstpPool({
@@ -55,18 +65,51 @@ export class OstpClient {
         maxDelayMs: config.reconnect.maxDelay * 1000,
       },
       onState: (i, state, detail) => this.onState(i, state, detail),
-      onAttemptFailed: (session, reason, streak) => {
-        // The first failure in a row is news; the retries after it are not.
-        const data = { session, reason, streak };
-        if (streak === 1) log.warn("session {session}: {reason}; retrying with back-off", data);
-        else log.debug("session {session}: attempt {streak} failed: {reason}", data);
+      onUnresponsive: (session, silentMs) => {
+        this.outageLoggedAt[session] = performance.now();
+        const silent = (silentMs / 1000).toFixed(1);
+        log.warn(
+          "session {session}: the server stopped answering (nothing for {silent} s); " +
+            "starting a new handshake beside the session",
+          { session, silent },
+        );
+      },
+      onAttemptFailed: (session, reason, streak, retryInMs) => {
+        this.onAttemptFailed(session, reason, streak, retryInMs);
       },
     });
   }
 
+  /**
+   * An outage is news once (a warning); its retries are debug lines, except
+   * one info line about every {@link ClientOptions.outageReminderMs} while it lasts.
+   */
+  private onAttemptFailed(session: number, reason: string, streak: number, retryInMs: number) {
+    const now = performance.now();
+    const last = this.outageLoggedAt[session] ?? 0;
+    const retry = (retryInMs / 1000).toFixed(1);
+    const data = { session, reason, streak, retry };
+    if (last === 0) {
+      this.outageLoggedAt[session] = now;
+      log.warn("session {session}: {reason}; retrying with back-off", data);
+    } else if (now - last >= (this.options.outageReminderMs ?? OUTAGE_REMINDER_MS)) {
+      this.outageLoggedAt[session] = now;
+      log.info(
+        "session {session}: still no connection after {streak} attempts ({reason}); " +
+          "next attempt in {retry} s",
+        data,
+      );
+    } else {
+      log.debug("session {session}: attempt {streak} failed: {reason}; next in {retry} s", data);
+    }
+  }
+
   private onState(session: number, state: RunnerState, detail?: string): void {
     const server = formatHostPort(this.config.server);
-    if (state === "connected") {
+    if (state === "connected") this.outageLoggedAt[session] = 0;
+    if (state === "connected" && detail) {
+      log.info("session {session}: {detail}, it stays in use", { session, detail });
+    } else if (state === "connected") {
       const r = this.pool.runners[session];
       const ms = r.handshakeMs.toFixed(1);
       const port = r.localPort;

@@ -1,8 +1,10 @@
 /**
  * The "ostp" outbound: a pool of one or more sessions (`mux`) to the server.
  * Each session has its own runner and its own UDP socket, and is kept up
- * without limit: reconnect with exponential back-off and jitter, state changes
- * `idle → connecting → connected` reported once each. Flows go to the
+ * without limit: reconnect with exponential back-off and jitter (cut short
+ * while a dial waits), state changes `idle → connecting → connected` reported
+ * once each. A session whose server stopped answering is replaced by a new
+ * handshake made beside it (decision 17 in docs/decisions.md). Flows go to the
  * connected session carrying the fewest streams, so losing one session's path
  * loses only that session's flows.
  * @module
@@ -40,8 +42,16 @@ export interface OstpPoolOptions {
   reconnect: { initialDelayMs: number; maxDelayMs: number };
   /** State change of runner `index` (each change reported once). */
   onState?: (index: number, state: RunnerState, detail?: string) => void;
-  /** A connection attempt of runner `index` failed; `streak` counts failures in a row. */
-  onAttemptFailed?: (index: number, reason: string, streak: number) => void;
+  /**
+   * A connection attempt of runner `index` failed; `streak` counts failures in
+   * a row, `retryInMs` is the back-off before the next attempt.
+   */
+  onAttemptFailed?: (index: number, reason: string, streak: number, retryInMs: number) => void;
+  /**
+   * The server of runner `index`'s live session stopped answering (nothing for
+   * `silentMs`); a new handshake starts beside it. Once per outage.
+   */
+  onUnresponsive?: (index: number, silentMs: number) => void;
 }
 
 /** Thrown when the handshake got no valid answer in time. */
@@ -52,11 +62,55 @@ export class HandshakeTimeoutError extends Error {
   }
 }
 
-/** Keeps one session to the server alive. */
+/** First pause between two hellos of one handshake attempt, ms. */
+const HELLO_RETRY_FIRST_MS = 500;
+/** Longest pause between two hellos of one attempt, ms: a server back from a restart answers within it. */
+const HELLO_RETRY_MAX_MS = 1000;
+/** While a dial waits for a session, attempts start this often at least, whatever the back-off, ms. */
+const DEMAND_RETRY_MS = 1000;
+/** A session that lasted this long resets the back-off, ms. */
+const LASTING_SESSION_MS = 5000;
+/**
+ * When a new handshake is answered while the silent session was pinged with
+ * the hello, the silent session's answer may come this much later (the two
+ * replies travel to two sockets), ms: it keeps the old session if it does.
+ */
+const ANSWER_GRACE_MS = 50;
+
+/** One handshake on its own fresh socket. */
+interface Attempt {
+  socket: DatagramSocket;
+  hello: ClientHello;
+  params: HelloParams;
+  started: number;
+  /** The session made from the server's answer, once it came. */
+  answer: Session | null;
+  /** Handshake round trip of that answer, ms. */
+  answerMs: number;
+  /** The answer became the live connection. */
+  installed: boolean;
+  /** The silent session answered again first: an answer that still comes is closed at once. */
+  cancelled: boolean;
+}
+
+function closeQuietly(sock: DatagramSocket): void {
+  try {
+    sock.close();
+  } catch {
+    // already closed
+  }
+}
+
+/**
+ * Keeps one session to the server alive. When the live session's server stops
+ * answering (a restarted server drops the old session's packets in silence),
+ * it handshakes again on a fresh socket beside the old session, keeps the old
+ * one if that answers first, and otherwise moves to the new one.
+ */
 export class SessionRunner {
   /** Current state. */
   state: RunnerState = "idle";
-  /** The live connection, when connected. */
+  /** The live connection (while `connecting`, possibly a silent one kept until a new one answers). */
   conn: Connection | null = null;
   /** Successful handshakes so far. */
   connects = 0;
@@ -68,9 +122,15 @@ export class SessionRunner {
   private socket: DatagramSocket | null = null;
   private stopped = false;
   private waiters: (() => void)[] = [];
-  private sleepTimer: ReturnType<typeof setTimeout> | undefined;
-  private wake: (() => void) | null = null;
   private loop: Promise<void> | null = null;
+  /** The handshake in progress, if any. */
+  private attempt: Attempt | null = null;
+  /** True while the server of {@link conn} does not answer. */
+  private silent = false;
+  private backingOff = false;
+  private lastAttemptAt = -Infinity;
+  private wakeUp: (() => void) | null = null;
+  private poked = false;
 
   constructor(
     readonly index: number,
@@ -89,73 +149,145 @@ export class SessionRunner {
     this.state = s;
     this.opts.onState?.(this.index, s, detail);
     if (s === "connected") {
-      for (const w of this.waiters.splice(0)) w();
+      for (const w of this.waiters.slice()) w();
     }
   }
 
-  /** Resolves when connected, or after `ms` (whichever first). */
+  /**
+   * Resolves when connected, or after `ms` (whichever first). A waiting caller
+   * is demand: it cuts the runner's back-off short (see {@link DEMAND_RETRY_MS}).
+   */
   waitConnected(ms: number): Promise<void> {
     if (this.state === "connected") return Promise.resolve();
     return new Promise((resolve) => {
+      const waiters = this.waiters;
       const t = setTimeout(done, ms);
       function done() {
         clearTimeout(t);
+        const i = waiters.indexOf(done);
+        if (i >= 0) waiters.splice(i, 1);
         resolve();
       }
-      this.waiters.push(done);
+      waiters.push(done);
+      if (this.backingOff) this.poke();
+    });
+  }
+
+  /** Wakes the loop from {@link pause} (or makes its next pause return at once). */
+  private poke(): void {
+    const w = this.wakeUp;
+    this.wakeUp = null;
+    if (w) w();
+    else this.poked = true;
+  }
+
+  /** Waits `ms` (Infinity: no timer) or until {@link poke}. */
+  private pause(ms: number): Promise<void> {
+    if (this.poked || this.stopped) {
+      this.poked = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      let t: ReturnType<typeof setTimeout> | undefined;
+      const done = () => {
+        clearTimeout(t);
+        if (this.wakeUp === done) this.wakeUp = null;
+        resolve();
+      };
+      if (ms !== Infinity) t = setTimeout(done, Math.max(0, ms));
+      this.wakeUp = done;
     });
   }
 
   private async run(): Promise<void> {
-    let attempt = 0;
+    let failures = 0; // attempts in a row without a lasting session
+    let connectedAt = 0;
     while (!this.stopped) {
-      this.setState("connecting");
-      let lasted = false;
-      try {
-        const conn = await this.connectOnce();
-        this.conn = conn;
-        this.connects++;
-        this.setState("connected");
-        const started = performance.now();
-        const info = await conn.closed;
+      const conn = this.conn;
+      if (conn && !conn.isOpen) {
+        // The session ended (idle timeout, closed by the server): reconnect.
         this.conn = null;
+        this.silent = false;
         this.closeSocket();
-        lasted = performance.now() - started > 5000;
-        if (this.stopped) break;
+        const info = conn.session.closeInfo;
         this.setState("connecting", info.reason || `closed (code ${info.code})`);
-      } catch (e) {
-        this.closeSocket();
-        if (this.stopped) break;
-        this.opts.onAttemptFailed?.(this.index, (e as Error).message, attempt + 1);
+        failures = performance.now() - connectedAt > LASTING_SESSION_MS ? 0 : failures + 1;
+        if (failures > 0) await this.backoff(this.backoffDelay(failures));
+        continue;
       }
-      attempt = lasted ? 0 : attempt + 1;
-      if (attempt === 0) continue;
-      const { initialDelayMs, maxDelayMs } = this.opts.reconnect;
-      const base = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(attempt - 1, 20));
-      await this.sleep(base * (0.5 + Math.random() * 0.5));
+      if (conn && !this.silent) {
+        if (this.state !== "connected") {
+          // The silent server answered again before a new handshake did.
+          failures = 0;
+          this.setState("connected", "the server answers again");
+        }
+        await this.pause(Infinity); // until the session closes or goes silent
+        continue;
+      }
+      // No session, or a silent one that stays until a new one answers.
+      this.setState("connecting", conn ? "new handshake beside the silent session" : undefined);
+      try {
+        if (await this.handshake()) {
+          this.connects++;
+          connectedAt = performance.now();
+          this.setState("connected");
+        }
+      } catch (e) {
+        if (this.stopped) break;
+        failures++;
+        const delay = this.backoffDelay(failures);
+        this.opts.onAttemptFailed?.(this.index, (e as Error).message, failures, delay);
+        await this.backoff(delay);
+      }
     }
     this.setState("stopped");
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((r) => {
-      this.wake = r;
-      this.sleepTimer = setTimeout(r, ms);
-    });
+  /** Exponential back-off with jitter for the `failures`-th failure in a row, ms. */
+  private backoffDelay(failures: number): number {
+    const { initialDelayMs, maxDelayMs } = this.opts.reconnect;
+    const base = Math.min(maxDelayMs, initialDelayMs * 2 ** Math.min(failures - 1, 20));
+    return base * (0.5 + Math.random() * 0.5);
+  }
+
+  /**
+   * Sleeps `ms` between attempts. Cut short by stop, by the silent session
+   * answering again or closing, and by demand: while a dial waits, the next
+   * attempt starts {@link DEMAND_RETRY_MS} after the previous one at the latest.
+   */
+  private async backoff(ms: number): Promise<void> {
+    const until = performance.now() + ms;
+    this.backingOff = true;
+    try {
+      while (!this.stopped) {
+        const c = this.conn;
+        if (c && (!c.isOpen || !this.silent)) return;
+        const now = performance.now();
+        let left = until - now;
+        if (this.waiters.length > 0) {
+          left = Math.min(left, this.lastAttemptAt + DEMAND_RETRY_MS - now);
+        }
+        if (left <= 0) return;
+        await this.pause(left);
+      }
+    } finally {
+      this.backingOff = false;
+    }
   }
 
   private closeSocket(): void {
-    try {
-      this.socket?.close();
-    } catch {
-      // already closed
-    }
+    if (this.socket) closeQuietly(this.socket);
     this.socket = null;
   }
 
   private openSocket(): DatagramSocket {
     const v6 = this.serverAddr?.hostname.includes(":") ?? false;
     return openUdp(v6 ? "::" : "0.0.0.0", 0);
+  }
+
+  /** True while the live session's server does not answer (a new handshake runs beside it). */
+  get unresponsive(): boolean {
+    return this.silent;
   }
 
   /** Local UDP port of the current socket (0 when none). */
@@ -178,13 +310,7 @@ export class SessionRunner {
     // Elicit acks from the server so it sees the new address at once.
     this.conn.session.ping();
     this.conn.flush();
-    setTimeout(() => {
-      try {
-        old.close();
-      } catch {
-        // already closed
-      }
-    }, 2000);
+    setTimeout(() => closeQuietly(old), 2000);
     return true;
   }
 
@@ -195,47 +321,111 @@ export class SessionRunner {
   };
 
   private serverAddr: Deno.NetAddr | null = null;
-  private hello: ClientHello | null = null;
-  private resolveConn: ((c: Connection) => void) | null = null;
 
-  /** Reads one socket until it closes: handshake answers first, then session packets. */
-  private receiveLoop(sock: DatagramSocket, params: HelloParams | null): void {
+  /**
+   * Reads one socket until it closes: for a handshake `attempt`, the server's
+   * answer first; then the current session's packets.
+   */
+  private receiveLoop(sock: DatagramSocket, attempt: Attempt | null): void {
     sock.run((data, from) => {
       if (from.port !== this.serverAddr?.port) return;
-      if (this.conn) {
-        this.conn.receive(data);
+      if (attempt !== null && !attempt.installed) {
+        this.onServerHello(attempt, data);
         return;
       }
-      if (!this.hello || !params || !this.resolveConn) return;
-      const ok = readServerHello(this.hello, this.masker, data);
-      if (!ok) return;
-      const mtu = Math.min(params.maxDatagramSize, ok.params.maxDatagramSize);
-      const session = new Session({
-        protector: new PacketCodec({
-          sessionId: this.hello.sessionId,
-          sendKey: ok.keys.initiatorToResponder,
-          recvKey: ok.keys.responderToInitiator,
-          masker: this.masker,
-        }),
-        isClient: true,
-        peer: ok.params,
-        now: performance.now(),
-        config: { ...this.opts.session, maxDatagramSize: mtu },
-      });
-      const conn = new Connection(session, this.send);
-      conn.onDatagram = (d) => this.onDatagram?.(conn, d);
-      this.conn = conn;
-      // First packet confirms the session to the server.
-      session.sendDatagram(new Uint8Array(0));
-      conn.flush();
-      this.resolveConn(conn);
+      this.conn?.receive(data);
     }).then(() => {
       // Only the current socket's end ends the session.
       if (sock === this.socket) this.conn?.close(CloseCode.INTERNAL, "socket closed");
     });
   }
 
-  private async connectOnce(): Promise<Connection> {
+  /** A datagram on an attempt's socket before its answer is adopted: the server hello, or noise. */
+  private onServerHello(a: Attempt, data: Uint8Array): void {
+    if (a.answer) return; // a repeated answer, or a late packet
+    const ok = readServerHello(a.hello, this.masker, data);
+    if (!ok) return;
+    const mtu = Math.min(a.params.maxDatagramSize, ok.params.maxDatagramSize);
+    a.answer = new Session({
+      protector: new PacketCodec({
+        sessionId: a.hello.sessionId,
+        sendKey: ok.keys.initiatorToResponder,
+        recvKey: ok.keys.responderToInitiator,
+        masker: this.masker,
+      }),
+      isClient: true,
+      peer: ok.params,
+      now: performance.now(),
+      config: { ...this.opts.session, maxDatagramSize: mtu },
+    });
+    a.answerMs = performance.now() - a.started;
+    const old = this.conn;
+    if (old && old.isOpen && this.silent && !a.cancelled) {
+      setTimeout(() => this.adopt(a), ANSWER_GRACE_MS);
+    } else this.adopt(a);
+  }
+
+  /** Installs an attempt's answered session, or closes it if the silent session answered first. */
+  private adopt(a: Attempt): void {
+    const session = a.answer!;
+    if (a.cancelled || this.stopped || this.attempt !== a) {
+      // Tell the server to drop the session we will not use.
+      const sock = a.socket;
+      const to = this.serverAddr;
+      new Connection(session, (d) => to && sock.send(d, to)).close(CloseCode.NORMAL, "superseded");
+      closeQuietly(sock);
+      this.poke();
+      return;
+    }
+    const conn = new Connection(session, this.send);
+    conn.onDatagram = (d) => this.onDatagram?.(conn, d);
+    a.installed = true;
+    this.handshakeMs = a.answerMs;
+    this.install(conn, a.socket);
+    // First packet confirms the session to the server.
+    session.sendDatagram(new Uint8Array(0));
+    conn.flush();
+    this.poke();
+  }
+
+  /**
+   * Makes `conn` (answered on `sock`) the live connection. A previous one is
+   * closed first (its streams fail; a server that still knows it is told
+   * through its socket), then that socket is closed.
+   */
+  private install(conn: Connection, sock: DatagramSocket): void {
+    const old = this.conn;
+    const oldSocket = this.socket;
+    old?.close(CloseCode.NORMAL, "replaced by a new session");
+    this.conn = conn;
+    this.socket = sock;
+    this.silent = false;
+    conn.onUnresponsive = (since) => {
+      if (this.conn !== conn || this.silent) return;
+      this.silent = true;
+      this.opts.onUnresponsive?.(this.index, performance.now() - since);
+      this.poke();
+    };
+    conn.onResponsive = () => {
+      if (this.conn !== conn || !this.silent) return;
+      this.silent = false;
+      if (this.attempt) this.attempt.cancelled = true;
+      this.poke();
+    };
+    conn.closed.then(() => this.poke());
+    if (oldSocket && oldSocket !== sock) closeQuietly(oldSocket);
+  }
+
+  /**
+   * One handshake attempt on a fresh socket: the hello, repeated at growing
+   * intervals capped at {@link HELLO_RETRY_MAX_MS}, until the server answers
+   * (the answer installs the new connection, replacing a silent one) or the
+   * connect timeout passes. A silent session is pinged with every hello;
+   * returns false when it answered first (it is kept).
+   * @throws {HandshakeTimeoutError} when nothing answered in time.
+   */
+  private async handshake(): Promise<boolean> {
+    this.lastAttemptAt = performance.now();
     const { host, port } = this.opts.server;
     try {
       const r = await lookup(host);
@@ -243,8 +433,7 @@ export class SessionRunner {
     } catch (e) {
       throw new Error(`cannot resolve ${host}: ${(e as Error).message}`);
     }
-    const sock = this.openSocket();
-    this.socket = sock;
+    if (this.stopped) throw new Error("stopped");
     const cfg = this.opts.session;
     const params: HelloParams = {
       maxData: cfg.maxData ?? 32 * 1024 * 1024,
@@ -254,46 +443,62 @@ export class SessionRunner {
     };
     const started = performance.now();
     const hello = buildClientHello(this.secrets, this.masker, params, Date.now());
-    this.hello = hello;
-    const connected = new Promise<Connection>((r) => (this.resolveConn = r));
-    this.receiveLoop(sock, params);
-    // Send the hello, repeating it with back-off until answered or timed out.
+    const socket = this.openSocket();
+    const a: Attempt = {
+      socket,
+      hello,
+      params,
+      started,
+      answer: null,
+      answerMs: 0,
+      installed: false,
+      cancelled: false,
+    };
+    this.attempt = a;
+    this.receiveLoop(socket, a);
     const deadline = started + this.opts.connectTimeoutMs;
-    let wait = 500;
-    while (!this.conn && !this.stopped) {
-      this.socket?.send(hello.datagram, this.serverAddr!);
-      const left = deadline - performance.now();
-      if (left <= 0) break;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        connected,
-        new Promise((r) => (timer = setTimeout(r, Math.min(wait, left)))),
-      ]);
-      clearTimeout(timer);
-      wait *= 2;
+    let wait = HELLO_RETRY_FIRST_MS;
+    try {
+      while (!a.installed && !a.cancelled && !this.stopped) {
+        if (a.answer) {
+          await this.pause(Infinity); // adopt() decides within ANSWER_GRACE_MS
+          continue;
+        }
+        const old = this.conn;
+        if (old && this.silent) {
+          // Probe the silent session at the same pace (first): if it answers first, it stays.
+          old.session.ping();
+          old.flush();
+        }
+        socket.send(hello.datagram, this.serverAddr);
+        const left = deadline - performance.now();
+        if (left <= 0) break;
+        await this.pause(Math.min(wait, left));
+        wait = Math.min(wait * 2, HELLO_RETRY_MAX_MS);
+      }
+    } finally {
+      if (this.attempt === a) this.attempt = null;
     }
-    this.hello = null;
-    this.resolveConn = null;
-    const conn = this.conn as Connection | null;
-    if (!conn) {
-      this.closeSocket();
-      throw this.stopped ? new Error("stopped") : new HandshakeTimeoutError();
+    if (a.installed) return true;
+    if (a.cancelled && !this.stopped) {
+      // An answer already on its way still gets closed politely (onServerHello).
+      setTimeout(() => closeQuietly(socket), 2000);
+      return false;
     }
-    this.handshakeMs = performance.now() - started;
-    return conn;
+    closeQuietly(socket);
+    throw this.stopped ? new Error("stopped") : new HandshakeTimeoutError();
   }
 
   /** Stops the runner and closes its session with a reason. */
   async stop(reason = "client shutting down"): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.sleepTimer);
-    this.wake?.();
+    this.poke();
     if (this.conn) {
       this.conn.close(CloseCode.SHUTDOWN, reason);
       await new Promise((r) => setTimeout(r, 10));
     }
     this.closeSocket();
-    for (const w of this.waiters.splice(0)) w();
+    for (const w of this.waiters.slice()) w();
     await this.loop;
   }
 }
@@ -373,35 +578,50 @@ export class OstpPool {
     return best;
   }
 
-  /** Opens a stream to `target` through the tunnel. */
+  /** A connected session, waiting for one until `deadline` (a `performance.now()` time). */
+  private async connected(deadline: number): Promise<Connection> {
+    let conn = this.pick();
+    if (conn) return conn;
+    const left = deadline - performance.now();
+    if (left > 0) await Promise.race(this.runners.map((r) => r.waitConnected(left)));
+    conn = this.pick();
+    if (!conn) throw new DialError("unavailable", "tunnel is not connected");
+    return conn;
+  }
+
+  /**
+   * Opens a stream to `target` through the tunnel, within the connect timeout.
+   * An open whose session closed (replaced by a new one, or dead) before the
+   * server's answer is tried once more on the next session: the server never
+   * answered it, and nothing of the application's was sent yet.
+   */
   readonly dial: Dialer = async (target: Target): Promise<Duplex> => {
     const request = encodeOpenRequest(target);
-    let conn = this.pick();
-    if (!conn) {
-      await Promise.race(this.runners.map((r) => r.waitConnected(this.opts.connectTimeoutMs)));
-      conn = this.pick();
-      if (!conn) throw new DialError("unavailable", "tunnel is not connected");
-    }
-    const stream = conn.openStream();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    try {
-      await writeAll(stream, request);
-      await Promise.race([
-        readOpenReply((p) => stream.read(p)),
-        new Promise((_, reject) => {
-          timer = setTimeout(
-            () => reject(new DialError("timeout", "no answer from the server for this stream")),
-            this.opts.connectTimeoutMs,
-          );
-        }),
-      ]);
-      return stream;
-    } catch (e) {
-      stream.reset();
-      if (e instanceof DialError) throw e;
-      throw new DialError("unavailable", (e as Error).message);
-    } finally {
-      clearTimeout(timer);
+    const deadline = performance.now() + this.opts.connectTimeoutMs;
+    for (let retried = false;; retried = true) {
+      const conn = await this.connected(deadline);
+      const stream = conn.openStream();
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      try {
+        await writeAll(stream, request);
+        await Promise.race([
+          readOpenReply((p) => stream.read(p)),
+          new Promise((_, reject) => {
+            timer = setTimeout(
+              () => reject(new DialError("timeout", "no answer from the server for this stream")),
+              Math.max(0, deadline - performance.now()),
+            );
+          }),
+        ]);
+        return stream;
+      } catch (e) {
+        stream.reset();
+        if (e instanceof DialError) throw e;
+        if (!retried && !conn.isOpen) continue;
+        throw new DialError("unavailable", (e as Error).message);
+      } finally {
+        clearTimeout(timer);
+      }
     }
   };
 
