@@ -113,7 +113,10 @@ function buildProgram(output: { out: string; err: string }): Command {
     .option("-l, --listen <host:port>", "local SOCKS5/HTTP proxy address (default 127.0.0.1:1088)")
     .option("--mux <n>", "parallel sessions to the server (1..16)")
     .option("--keepalive <s>", "seconds between keepalives when idle")
-    .option("--idle-timeout <s>", "seconds of silence before the server is declared dead")
+    .option(
+      "--idle-timeout <s>",
+      "seconds of silence before a session is closed (a new handshake starts after ~1 s unanswered)",
+    )
     .option("--username <u>", "user name the local proxy requires")
     .option("--password-file <path>", "file holding the password the local proxy requires")
     .option(

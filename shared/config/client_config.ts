@@ -232,7 +232,8 @@ export function clientConfigTemplate(
   "mtu": ${d.mtu},
   // Seconds between keepalives while idle.
   "keepalive": ${d.keepalive},
-  // Seconds without anything from the server before it is declared dead.
+  // Seconds without anything from the server before the session is closed (unanswered
+  // packets start a new handshake beside it after about a second).
   "idleTimeout": ${d.idleTimeout},
   // Seconds allowed for a handshake or for opening a stream.
   "connectTimeout": ${d.connectTimeout},

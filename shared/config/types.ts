@@ -136,7 +136,7 @@ export interface ClientConfig {
   mtu: number;
   /** Seconds between keepalives when idle; default 10. */
   keepalive: number;
-  /** Seconds without anything from the server before it is declared dead; default 30. */
+  /** Seconds without anything from the server before the session is closed; default 30. */
   idleTimeout: number;
   /** Seconds allowed for a handshake or a stream open; default 10. */
   connectTimeout: number;
