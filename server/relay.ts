@@ -5,10 +5,11 @@
  * @module
  */
 
-import { type Dialer, DialError, type Duplex } from "../shared/duplex.ts";
+import { type Dialer, DialError } from "../shared/duplex.ts";
 import { closeQuietly, relay, writeAll } from "../shared/pipe.ts";
 import type { OstpStream } from "../shared/session/connection.ts";
 import { encodeOpenReply, readOpenRequest } from "../shared/wire/open.ts";
+import { TimeoutLink, TimeoutQueue } from "../shared/timeout_queue.ts";
 
 /** Counters of the relay, for status and metrics. */
 export interface RelayStats {
@@ -25,6 +26,23 @@ export interface RelayStats {
 /** How long a stream may take to send its open request, ms. */
 const REQUEST_TIMEOUT_MS = 30_000;
 
+/** Open requests still awaited, on one timer for all of them. */
+const pendingRequests = new TimeoutQueue(REQUEST_TIMEOUT_MS);
+
+/** A stream whose open request has not arrived yet; reset when it takes too long. */
+class PendingOpen extends TimeoutLink {
+  constructor(readonly stream: OstpStream) {
+    super();
+  }
+  onTimeout(): void {
+    this.stream.reset();
+  }
+  /** Reads from the stream (the open request parser's source). */
+  readonly read = (p: Uint8Array): Promise<number | null> => this.stream.read(p);
+}
+
+const OPEN_OK = encodeOpenReply();
+
 /** Handles one stream end to end; never throws. */
 export async function serveStream(
   stream: OstpStream,
@@ -33,16 +51,17 @@ export async function serveStream(
   onError: (e: unknown) => void,
   account?: (up: number, down: number) => void,
 ): Promise<void> {
-  const timer = setTimeout(() => stream.reset(), REQUEST_TIMEOUT_MS);
+  const pending = new PendingOpen(stream);
+  pendingRequests.arm(pending);
   let target;
   try {
-    target = await readOpenRequest((p) => stream.read(p));
+    target = await readOpenRequest(pending.read);
   } catch (e) {
     stream.reset();
     onError(e);
     return;
   } finally {
-    clearTimeout(timer);
+    pending.disarm();
   }
   stats.opened++;
   let upstream;
@@ -61,32 +80,17 @@ export async function serveStream(
     return;
   }
   try {
-    await writeAll(stream, encodeOpenReply());
-    const r = await relay(stream, account ? counted(upstream, account) : upstream);
+    // The OK reply is copied into the stream's send buffer: one shared array will do.
+    await writeAll(stream, OPEN_OK);
+    // Stream → target is up, target → stream is down, counted as each chunk is written.
+    const r = await relay(stream, upstream, account ? { onBytes: account } : undefined);
     stats.bytesUp += r.aToB;
     stats.bytesDown += r.bToA;
   } catch (e) {
     onError(e);
   } finally {
+    // relay() closed both already: closeQuietly() makes these no-ops then.
     closeQuietly(upstream);
     closeQuietly(stream);
   }
-}
-
-/** `d` with every byte written (up) and read (down) reported to `account` as it passes. */
-function counted(d: Duplex, account: (up: number, down: number) => void): Duplex {
-  return {
-    async read(p) {
-      const n = await d.read(p);
-      if (n) account(0, n);
-      return n;
-    },
-    async write(p) {
-      const n = await d.write(p);
-      if (n > 0) account(n, 0);
-      return n;
-    },
-    closeWrite: () => d.closeWrite(),
-    close: () => d.close(),
-  };
 }

@@ -27,14 +27,45 @@ export function isExpectedDisconnect(e: unknown): boolean {
     e instanceof Deno.errors.NotConnected;
 }
 
-/** Closes `d`, swallowing the error a second close (or any close) may throw. */
+/**
+ * Streams already closed through {@link closeQuietly}: a second close of a
+ * `Deno.TcpConn` throws `BadResource`, and building that error (with its stack
+ * trace) cost more than the rest of a short connection's teardown.
+ */
+const closedOnce = new WeakSet<Duplex>();
+
+/** Closes `d` once; later calls for the same `d` do nothing, and any error a close throws is swallowed. */
 export function closeQuietly(d: Duplex | undefined | null): void {
-  if (!d) return;
+  if (!d || closedOnce.has(d)) return;
+  closedOnce.add(d);
   try {
     d.close();
   } catch {
     // Already closed: nothing to release.
   }
+}
+
+/** Relay buffers kept for reuse (at most this many, 4 MiB). */
+const POOL_MAX = 64;
+const bufferPool: Uint8Array[] = [];
+
+/**
+ * A copy buffer of `size` bytes: for {@link RELAY_BUFFER_SIZE}, one from a
+ * small pool when there is one (a short connection otherwise allocates and
+ * zeroes two at each end). Its contents are whatever the last user left.
+ * Give it back with {@link giveBuffer} once no read or write uses it.
+ */
+export function takeBuffer(size: number = RELAY_BUFFER_SIZE): Uint8Array {
+  if (size === RELAY_BUFFER_SIZE) {
+    const b = bufferPool.pop();
+    if (b) return b;
+  }
+  return new Uint8Array(size);
+}
+
+/** Returns a buffer from {@link takeBuffer}; the caller must not touch it afterwards. */
+export function giveBuffer(b: Uint8Array): void {
+  if (b.length === RELAY_BUFFER_SIZE && bufferPool.length < POOL_MAX) bufferPool.push(b);
 }
 
 /**
@@ -56,6 +87,12 @@ export interface RelayOptions {
   bufferSize?: number;
   /** Aborting closes both streams, which ends the relay. */
   signal?: AbortSignal;
+  /**
+   * Called after each chunk is written on: `aToB` bytes moved from `a` to `b`,
+   * or `bToA` from `b` to `a` (the other is 0). For live byte accounting without
+   * wrapping a stream.
+   */
+  onBytes?: (aToB: number, bToA: number) => void;
 }
 
 /** Byte counts moved by {@link relay}. */
@@ -74,7 +111,7 @@ export interface RelayResult {
  * streams are closed once both directions have finished, or as soon as either
  * direction fails. Expected disconnect errors (see {@link isExpectedDisconnect})
  * end the relay quietly; any other first error is rethrown after both streams
- * are closed. Each direction reuses a single buffer.
+ * are closed. Each direction uses a single buffer, taken from (and given back to) a small pool.
  */
 export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Promise<RelayResult> {
   const size = opts.bufferSize ?? RELAY_BUFFER_SIZE;
@@ -89,19 +126,25 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
     closeQuietly(b);
   };
   const signal = opts.signal;
+  const onBytes = opts.onBytes;
   if (signal?.aborted) closeBoth();
   signal?.addEventListener("abort", closeBoth, { once: true });
 
   const pump = async (src: Duplex, dst: Duplex, forward: boolean): Promise<void> => {
-    const buf = new Uint8Array(size);
+    const buf = takeBuffer(size);
     try {
       while (true) {
         const n = await src.read(buf);
         if (n === null) break;
         if (n === 0) continue;
         await writeAll(dst, buf.subarray(0, n));
-        if (forward) result.aToB += n;
-        else result.bToA += n;
+        if (forward) {
+          result.aToB += n;
+          onBytes?.(n, 0);
+        } else {
+          result.bToA += n;
+          onBytes?.(0, n);
+        }
       }
       if (!closed) await dst.closeWrite();
     } catch (e) {
@@ -111,6 +154,8 @@ export async function relay(a: Duplex, b: Duplex, opts: RelayOptions = {}): Prom
       }
       closeBoth();
     }
+    // Every read and write on `buf` has settled: the pump awaited each one.
+    giveBuffer(buf);
   };
 
   try {

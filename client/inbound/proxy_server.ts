@@ -8,6 +8,7 @@
 
 import type { Dialer, Target } from "../../shared/duplex.ts";
 import { BufferedReader, closeQuietly, isExpectedDisconnect } from "../../shared/pipe.ts";
+import { TimeoutLink, TimeoutQueue } from "../../shared/timeout_queue.ts";
 import { handleHttpProxy } from "./http.ts";
 import { handleSocks5, type ProxyCredentials } from "./socks5.ts";
 import {
@@ -43,17 +44,23 @@ export interface ProxyServerOptions {
   };
 }
 
-interface Connection {
-  conn: Deno.TcpConn;
-  ctl: AbortController;
-  timer: ReturnType<typeof setTimeout> | undefined;
+/** One accepted client connection; its handshake or idle timeout sits in one of the server's queues. */
+class Connection extends TimeoutLink {
+  readonly ctl = new AbortController();
+  constructor(readonly conn: Deno.TcpConn, private readonly kill: (c: Connection) => void) {
+    super();
+  }
+  onTimeout(): void {
+    this.kill(this);
+  }
 }
 
 /** SOCKS5 + HTTP proxy listener. Call {@link ProxyServer.start}, then {@link ProxyServer.close}. */
 export class ProxyServer {
   readonly #opts: ProxyServerOptions;
-  readonly #handshakeMs: number;
-  readonly #idleMs: number;
+  readonly #handshakeTimeouts: TimeoutQueue;
+  readonly #idleTimeouts: TimeoutQueue;
+  readonly #killConn = (c: Connection) => this.#kill(c);
   #listener: Deno.TcpListener | undefined;
   #acceptLoop: Promise<void> | undefined;
   #conns = new Set<Connection>();
@@ -68,8 +75,8 @@ export class ProxyServer {
 
   constructor(opts: ProxyServerOptions) {
     this.#opts = opts;
-    this.#handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
-    this.#idleMs = opts.idleTimeoutMs ?? 60_000;
+    this.#handshakeTimeouts = new TimeoutQueue(opts.handshakeTimeoutMs ?? 10_000);
+    this.#idleTimeouts = new TimeoutQueue(opts.idleTimeoutMs ?? 60_000);
   }
 
   /** Starts listening; resolves once the port is bound (accepting runs in the background). */
@@ -122,6 +129,8 @@ export class ProxyServer {
     for (const c of this.#conns) this.#kill(c);
     await this.#acceptLoop;
     while (this.#tasks.size > 0) await Promise.all([...this.#tasks]);
+    this.#handshakeTimeouts.clear();
+    this.#idleTimeouts.clear();
   }
 
   #report(e: unknown): void {
@@ -131,8 +140,7 @@ export class ProxyServer {
   }
 
   #kill(c: Connection): void {
-    clearTimeout(c.timer);
-    c.timer = undefined;
+    c.disarm();
     c.ctl.abort();
     closeQuietly(c.conn);
   }
@@ -162,7 +170,7 @@ export class ProxyServer {
         break;
       }
       this.#accepted++;
-      const c: Connection = { conn, ctl: new AbortController(), timer: undefined };
+      const c = new Connection(conn, this.#killConn);
       this.#conns.add(c);
       const task = this.#serve(c);
       this.#tasks.add(task);
@@ -170,25 +178,12 @@ export class ProxyServer {
     }
   }
 
-  #arm(c: Connection, ms: number): void {
-    clearTimeout(c.timer);
-    c.timer = setTimeout(() => {
-      c.timer = undefined;
-      this.#kill(c);
-    }, ms);
-  }
-
-  #disarm(c: Connection): void {
-    clearTimeout(c.timer);
-    c.timer = undefined;
-  }
-
   async #serve(c: Connection): Promise<void> {
     try {
       try {
         c.conn.setNoDelay(true);
       } catch { /* not fatal */ }
-      this.#arm(c, this.#handshakeMs);
+      this.#handshakeTimeouts.arm(c);
       const reader = new BufferedReader(c.conn, 4096);
       const first = await reader.peekByte();
       if (first === null || c.ctl.signal.aborted) return;
@@ -199,7 +194,7 @@ export class ProxyServer {
         signal: c.ctl.signal,
         onError: (e: unknown) => this.#report(e),
         onHandshakeDone: (target: Target) => {
-          this.#disarm(c);
+          c.disarm();
           try {
             this.#opts.onRequest?.(target, protocol);
           } catch (e) {
@@ -235,14 +230,14 @@ export class ProxyServer {
       } else {
         await handleHttpProxy(c.conn, {
           ...common,
-          onIdle: () => this.#arm(c, this.#idleMs),
-          onRequestStart: () => this.#arm(c, this.#handshakeMs),
+          onIdle: () => this.#idleTimeouts.arm(c),
+          onRequestStart: () => this.#handshakeTimeouts.arm(c),
         }, reader);
       }
     } catch (e) {
       if (!isExpectedDisconnect(e)) this.#report(e);
     } finally {
-      this.#disarm(c);
+      c.disarm();
       closeQuietly(c.conn);
       this.#conns.delete(c);
     }

@@ -167,6 +167,24 @@ function domainHost(raw: Uint8Array): string | null {
   return name;
 }
 
+const NO_ACCEPTABLE = Uint8Array.of(5, Socks5Method.NoAcceptable);
+const CHOSE_NO_AUTH = Uint8Array.of(5, Socks5Method.NoAuth);
+const CHOSE_USER_PASS = Uint8Array.of(5, Socks5Method.UserPass);
+
+/**
+ * Waits until at least `n` bytes are buffered in `io` and returns the buffered
+ * bytes (a view, valid until the next read or skip).
+ * @throws {Deno.errors.UnexpectedEof} if the stream ends first.
+ */
+async function need(io: BufferedReader, n: number): Promise<Uint8Array> {
+  while (io.buffered < n) {
+    if (!(await io.fill(Math.max(n, 512)))) {
+      throw new Deno.errors.UnexpectedEof("unexpected end of stream");
+    }
+  }
+  return io.peek();
+}
+
 /**
  * Runs the server side of a SOCKS5 negotiation on `io`: reads the greeting,
  * selects a method (0x02 user/password when `auth` is set — then a client
@@ -184,17 +202,21 @@ export async function socks5Handshake(
   auth?: ProxyCredentials,
   allowUdp = false,
 ): Promise<Socks5Request> {
-  // Greeting: VER NMETHODS METHODS...
-  const ver = await io.readByte();
+  // Greeting: VER NMETHODS METHODS... (parsed in the buffer: one wait per message, not per byte)
+  let b = await need(io, 1);
+  const ver = b[0];
   if (ver !== 5) throw new Socks5Error(null, `not SOCKS5 (version ${ver})`);
-  const nMethods = await io.readByte();
-  const methods = await io.readExact(nMethods);
+  b = await need(io, 2);
+  const nMethods = b[1];
+  b = await need(io, 2 + nMethods);
   const wanted = auth ? Socks5Method.UserPass : Socks5Method.NoAuth;
-  if (!methods.includes(wanted)) {
-    await writeAll(io, Uint8Array.of(5, Socks5Method.NoAcceptable));
+  const acceptable = b.subarray(2, 2 + nMethods).includes(wanted);
+  io.skip(2 + nMethods);
+  if (!acceptable) {
+    await writeAll(io, NO_ACCEPTABLE);
     throw new Socks5Error(null, "no acceptable authentication method");
   }
-  await writeAll(io, Uint8Array.of(5, wanted));
+  await writeAll(io, wanted === Socks5Method.NoAuth ? CHOSE_NO_AUTH : CHOSE_USER_PASS);
 
   if (auth) {
     // RFC 1929: VER(1) ULEN UNAME PLEN PASSWD
@@ -215,32 +237,42 @@ export async function socks5Handshake(
   }
 
   // Request: VER CMD RSV ATYP DST.ADDR DST.PORT
-  const rver = await io.readByte();
+  b = await need(io, 1);
+  const rver = b[0];
   if (rver !== 5) throw new Socks5Error(Socks5Reply.GeneralFailure, `bad request version ${rver}`);
-  const command = await io.readByte();
-  await io.readByte(); // RSV: ignored, as most servers do.
-  const addressType = await io.readByte();
+  b = await need(io, 4);
+  const command = b[1];
+  // b[2] is RSV: ignored, as most servers do.
+  const addressType = b[3];
   let host: string | null;
+  let at: number; // where DST.PORT starts
   switch (addressType) {
-    case Socks5AddressType.IPv4: {
-      const a = await io.readExact(4);
-      host = `${a[0]}.${a[1]}.${a[2]}.${a[3]}`;
+    case Socks5AddressType.IPv4:
+      b = await need(io, 4 + 4 + 2);
+      host = `${b[4]}.${b[5]}.${b[6]}.${b[7]}`;
+      at = 8;
+      break;
+    case Socks5AddressType.IPv6:
+      b = await need(io, 4 + 16 + 2);
+      host = formatIPv6(b.subarray(4, 20));
+      at = 20;
+      break;
+    case Socks5AddressType.Domain: {
+      b = await need(io, 5);
+      const len = b[4];
+      b = await need(io, 5 + len + 2);
+      host = domainHost(b.subarray(5, 5 + len));
+      at = 5 + len;
       break;
     }
-    case Socks5AddressType.IPv6:
-      host = formatIPv6(await io.readExact(16));
-      break;
-    case Socks5AddressType.Domain:
-      host = domainHost(await io.readExact(await io.readByte()));
-      break;
     default:
       throw new Socks5Error(
         Socks5Reply.AddressTypeNotSupported,
         `address type ${addressType} not supported`,
       );
   }
-  const pb = await io.readExact(2);
-  const port = (pb[0] << 8) | pb[1];
+  const port = (b[at] << 8) | b[at + 1];
+  io.skip(at + 2);
   const udp = allowUdp && command === Socks5Command.UdpAssociate;
   if (command !== Socks5Command.Connect && !udp) {
     throw new Socks5Error(Socks5Reply.CommandNotSupported, `command ${command} not supported`);
@@ -250,6 +282,9 @@ export async function socks5Handshake(
   if (port === 0 && !udp) throw new Socks5Error(Socks5Reply.GeneralFailure, "port 0");
   return { host, port, command, addressType };
 }
+
+/** The success reply to a CONNECT (bound address 0.0.0.0:0), encoded once. */
+const SUCCEEDED = encodeSocks5Reply(Socks5Reply.Succeeded);
 
 /** What {@link handleSocks5} needs. */
 export interface Socks5Options {
@@ -325,7 +360,7 @@ export async function handleSocks5(
       return;
     }
     if (opts.signal?.aborted) return;
-    await writeAll(conn, encodeSocks5Reply(Socks5Reply.Succeeded));
+    await writeAll(conn, SUCCEEDED);
     const dialed = upstream;
     upstream = undefined; // relay owns and closes both from here
     await relay(reader, dialed, { signal: opts.signal });

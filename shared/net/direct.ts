@@ -43,40 +43,69 @@ export function toDialError(e: unknown): DialError {
   return new DialError(reason, message);
 }
 
-/** Creates a {@link Dialer} that connects straight to the target over TCP. */
+/** Granularity of connect timeouts: a dial times out between `connectTimeoutMs` and this much later. */
+const TIMEOUT_GRANULARITY_MS = 250;
+
+/**
+ * Connect timeouts in coarse buckets: every dial started within one
+ * {@link TIMEOUT_GRANULARITY_MS} window shares one AbortController, aborted
+ * (by one timer) once the last of them is due. A controller and a timer per
+ * dial — an AbortSignal is an EventTarget, costly to build — were a tenth of
+ * the server's CPU per short connection. A dial that finished is not affected
+ * by a later abort.
+ */
+class TimeoutBuckets {
+  #bucket = -1;
+  #signal: AbortSignal | null = null;
+
+  constructor(readonly timeoutMs: number) {}
+
+  /** The signal that aborts (reason {@link TIMED_OUT}) `timeoutMs` to `timeoutMs + 250` ms from now. */
+  signal(): AbortSignal {
+    const b = Math.floor(performance.now() / TIMEOUT_GRANULARITY_MS);
+    if (b !== this.#bucket || this.#signal === null) {
+      const ctl = new AbortController();
+      const due = (b + 1) * TIMEOUT_GRANULARITY_MS + this.timeoutMs - performance.now();
+      const t = setTimeout(() => ctl.abort(TIMED_OUT), Math.max(0, due));
+      // Only the connects it times out keep the process alive, not the timer.
+      const node = t as unknown as { unref?: () => void };
+      if (typeof node.unref === "function") node.unref();
+      else Deno.unrefTimer(t as unknown as number);
+      this.#bucket = b;
+      this.#signal = ctl.signal;
+    }
+    return this.#signal;
+  }
+}
+
+/** The abort reason of a bucket's signal. */
+const TIMED_OUT = new DialError("timeout", "connect timed out");
+
+/**
+ * Creates a {@link Dialer} that connects straight to the target over TCP.
+ * Without a caller's signal, a dial costs no AbortController of its own (see
+ * {@link TimeoutBuckets}); with one, it gets a controller that either aborts.
+ */
 export function createDirectDialer(opts: DirectDialerOptions = {}): Dialer {
-  const timeoutMs = opts.connectTimeoutMs ?? 10_000;
+  const buckets = new TimeoutBuckets(opts.connectTimeoutMs ?? 10_000);
   const noDelay = opts.noDelay ?? true;
   return async (target, signal): Promise<Duplex> => {
     if (signal?.aborted) throw new DialError("general", "dial aborted");
-    const ctl = new AbortController();
-    const onAbort = () => ctl.abort(new DialError("general", "dial aborted"));
-    signal?.addEventListener("abort", onAbort, { once: true });
-    const timer = setTimeout(
-      () =>
-        ctl.abort(new DialError("timeout", `connect to ${target.host}:${target.port} timed out`)),
-      timeoutMs,
-    );
+    const timeout = buckets.signal();
+    let ctl: AbortController | null = null;
+    let onAbort: (() => void) | null = null;
+    let onTimeout: (() => void) | null = null;
+    if (signal) {
+      const c = ctl = new AbortController();
+      onAbort = () => c.abort(new DialError("general", "dial aborted"));
+      onTimeout = () => c.abort(TIMED_OUT);
+      signal.addEventListener("abort", onAbort, { once: true });
+      timeout.addEventListener("abort", onTimeout, { once: true });
+    }
+    const used = ctl ? ctl.signal : timeout;
     try {
-      const conn = await new Promise<Deno.TcpConn>((resolve, reject) => {
-        const giveUp = () => reject(ctl.signal.reason);
-        ctl.signal.addEventListener("abort", giveUp, { once: true });
-        Deno.connect({ hostname: target.host, port: target.port, signal: ctl.signal }).then(
-          (c) => {
-            ctl.signal.removeEventListener("abort", giveUp);
-            if (ctl.signal.aborted) {
-              try {
-                c.close();
-              } catch { /* already closed */ }
-              reject(ctl.signal.reason);
-            } else resolve(c);
-          },
-          (e) => {
-            ctl.signal.removeEventListener("abort", giveUp);
-            reject(ctl.signal.aborted ? ctl.signal.reason : e);
-          },
-        );
-      });
+      // Deno.connect rejects with the signal's reason once it is aborted.
+      const conn = await Deno.connect({ hostname: target.host, port: target.port, signal: used });
       if (noDelay) {
         try {
           conn.setNoDelay(true);
@@ -84,10 +113,14 @@ export function createDirectDialer(opts: DirectDialerOptions = {}): Dialer {
       }
       return conn;
     } catch (e) {
-      throw toDialError(e);
+      const why = used.aborted ? used.reason : e;
+      if (why === TIMED_OUT) {
+        throw new DialError("timeout", `connect to ${target.host}:${target.port} timed out`);
+      }
+      throw toDialError(why);
     } finally {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", onAbort);
+      if (onAbort) signal!.removeEventListener("abort", onAbort);
+      if (onTimeout) timeout.removeEventListener("abort", onTimeout);
     }
   };
 }

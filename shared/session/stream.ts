@@ -11,6 +11,23 @@ import { RangeSet } from "./ranges.ts";
 const CHUNK = 64 * 1024;
 
 /**
+ * Chunks given back by acknowledged or reset streams, for the next stream to
+ * write (at most {@link CHUNK_POOL_MAX}, 4 MiB): a short stream otherwise
+ * allocates and zeroes a whole chunk for a few hundred bytes. A pooled chunk is
+ * never read beyond what its new owner wrote.
+ */
+const chunkPool: Uint8Array[] = [];
+const CHUNK_POOL_MAX = 64;
+
+function takeChunk(): Uint8Array {
+  return chunkPool.pop() ?? new Uint8Array(CHUNK);
+}
+
+function giveChunks(chunks: Uint8Array[], from: number, to: number): void {
+  for (let i = from; i < to && chunkPool.length < CHUNK_POOL_MAX; i++) chunkPool.push(chunks[i]);
+}
+
+/**
  * Bytes written by the application, kept from the lowest unacknowledged
  * offset up, in fixed 64 KiB chunks: writing appends, acknowledging drops
  * whole chunks from the front, and nothing is ever moved (a contiguous buffer
@@ -58,7 +75,7 @@ export class SendBuffer {
       const at = this.writeOffset - this.base;
       let idx = Math.floor(at / CHUNK);
       if (idx >= this.chunks.length) {
-        this.chunks.push(new Uint8Array(CHUNK));
+        this.chunks.push(takeChunk());
         idx = this.chunks.length - 1;
       }
       const off = at - idx * CHUNK;
@@ -106,11 +123,13 @@ export class SendBuffer {
       // Keep the tail chunk while it is still being filled.
       if (free > 0 && this.ackedPrefix === this.writeOffset && free === this.chunks.length) free--;
       if (free > 0) {
+        giveChunks(this.chunks, 0, free);
         this.chunks.splice(0, free);
         this.base += free * CHUNK;
       }
       if (this.ackedPrefix === this.writeOffset && this.chunks.length > 0) {
         // Idle stream: give the memory back.
+        giveChunks(this.chunks, 0, this.chunks.length);
         this.chunks.length = 0;
         this.base = this.writeOffset;
       }
@@ -136,6 +155,7 @@ export class SendBuffer {
   discard(): void {
     this.lost.clear();
     this.acked.clear();
+    giveChunks(this.chunks, 0, this.chunks.length);
     this.chunks.length = 0;
     this.ackedPrefix = this.writeOffset = this.nextSend;
     this.base = this.nextSend;
