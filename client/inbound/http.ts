@@ -8,7 +8,14 @@
  * or chunked framing, responses by Content-Length, chunked, or close-delimited
  * framing (1xx, 204, 304 and responses to HEAD have none). Chunked bodies are
  * forwarded byte for byte (trailers included), except toward an HTTP/1.0
- * client, which gets them de-chunked and close-delimited.
+ * client, which gets them de-chunked and close-delimited. An HTTP/1.0 client
+ * that sends `Connection: keep-alive` keeps its connection for responses of
+ * known length (Content-Length, or none) and is told so with
+ * `Connection: keep-alive`.
+ *
+ * Header sections (request line or status line included) are limited to
+ * {@link MAX_HEADER_BYTES}: a larger request gets 431, a larger response 502
+ * (docs/proxy.md).
  *
  * No `Via` header is added: this inbound belongs to a privacy tunnel.
  * @module
@@ -19,9 +26,11 @@ import {
   BufferedReader,
   closeQuietly,
   encodeLatin1,
+  giveBuffer,
   isExpectedDisconnect,
   LineTooLongError,
   relay,
+  takeBuffer,
   writeAll,
 } from "../../shared/pipe.ts";
 import { formatIPv6, parseIPv6 } from "../../shared/net/ip.ts";
@@ -32,7 +41,6 @@ export type { ProxyCredentials };
 /** Default limit for a request's or response's header section, request line included. */
 export const MAX_HEADER_BYTES = 64 * 1024;
 const CHUNK_LINE_MAX = 4096;
-const BODY_BUFFER_SIZE = 64 * 1024;
 const LINGER_MS = 1000;
 const LINGER_MAX_BYTES = 256 * 1024;
 
@@ -535,6 +543,20 @@ export interface HttpProxyOptions {
   realm?: string;
 }
 
+/**
+ * Whether a request asks to keep its connection (RFC 9112 §9.3): HTTP/1.1
+ * unless `Connection` (or the legacy `Proxy-Connection`) says `close`;
+ * HTTP/1.0 only when one of them says `keep-alive` (RFC 2068 §19.7.1) and
+ * none says `close`.
+ */
+export function clientWantsKeepAlive(head: RequestHead): boolean {
+  const conn = headerTokens(head.headers, "connection");
+  const proxyConn = headerTokens(head.headers, "proxy-connection");
+  if (conn.includes("close") || proxyConn.includes("close")) return false;
+  if (head.minorVersion >= 1) return true;
+  return conn.includes("keep-alive") || proxyConn.includes("keep-alive");
+}
+
 /** Upstream went away before sending any byte of a response (e.g. an idle keep-alive closed). */
 class StaleUpstream extends Error {}
 
@@ -598,6 +620,10 @@ class HttpProxyConnection {
       signal?.removeEventListener("abort", this.#onAbort);
       this.#dropUpstream();
       closeQuietly(this.#conn);
+      // Every body copy has settled by now (each exchange awaits its upload).
+      if (this.#upBuf) giveBuffer(this.#upBuf);
+      if (this.#downBuf) giveBuffer(this.#downBuf);
+      this.#upBuf = this.#downBuf = undefined;
     }
   }
 
@@ -692,9 +718,7 @@ class HttpProxyConnection {
   }
 
   async #forward(head: RequestHead, uri: AbsoluteTarget, framing: BodyFraming): Promise<boolean> {
-    const clientWantsKeep = head.minorVersion >= 1 &&
-      !headerTokens(head.headers, "connection").includes("close") &&
-      !headerTokens(head.headers, "proxy-connection").includes("close");
+    const clientWantsKeep = clientWantsKeepAlive(head);
     const headers: Header[] = [["Host", uri.authority]];
     for (const h of stripHopByHop(head.headers)) {
       if (h[0].toLowerCase() !== "host") headers.push(h);
@@ -713,7 +737,9 @@ class HttpProxyConnection {
           await this.#fail(conn);
           return false;
         }
-        this.#upstream = { key, conn, reader: new BufferedReader(conn, 16 * 1024) };
+        // Bodies bypass this buffer (reads into the copy buffer go straight to
+        // the stream once it is empty); it only needs room for a head, and grows.
+        this.#upstream = { key, conn, reader: new BufferedReader(conn, 4096) };
       }
       const ex: Exchange = { responseStarted: false, gotResponse: false };
       try {
@@ -759,7 +785,7 @@ class HttpProxyConnection {
     // answer early (or send 100 Continue first).
     let uploadDone = false;
     let uploadError: unknown = undefined;
-    const upBuf = this.#upBuf ??= new Uint8Array(BODY_BUFFER_SIZE);
+    const upBuf = this.#upBuf ??= takeBuffer();
     const upload = copyBody(this.#client, up.conn, framing, upBuf).then(
       () => {
         uploadDone = true;
@@ -844,7 +870,9 @@ class HttpProxyConnection {
 
     const framing = responseFraming(req.method, head);
     const decode = framing.kind === "chunked" && req.minorVersion === 0;
-    const clientKeep = clientWantsKeep && framing.kind !== "close";
+    // An HTTP/1.0 client can only find the end of a body by its length or the
+    // close: a de-chunked body is close-delimited.
+    const clientKeep = clientWantsKeep && framing.kind !== "close" && !decode;
     const conn = headerTokens(head.headers, "connection");
     const upstreamKeep = framing.kind !== "close" &&
       (head.minorVersion >= 1 ? !conn.includes("close") : conn.includes("keep-alive"));
@@ -857,9 +885,10 @@ class HttpProxyConnection {
       out.push(h);
     }
     if (!clientKeep || !uploadDone()) out.push(["Connection", "close"]);
+    else if (req.minorVersion === 0) out.push(["Connection", "keep-alive"]);
     ex.responseStarted = true;
     await writeAll(this.#conn, encodeHead(`HTTP/1.1 ${head.status} ${head.reason}`, out));
-    const downBuf = this.#downBuf ??= new Uint8Array(BODY_BUFFER_SIZE);
+    const downBuf = this.#downBuf ??= takeBuffer();
     await copyBody(up.reader, this.#conn, framing, downBuf, decode);
     return { clientKeep, upstreamKeep };
   }

@@ -271,6 +271,54 @@ Deno.test("e2e proxy: keep-alive carries several requests on one client connecti
   });
 });
 
+/** Whether `bin` is on PATH. */
+async function have(bin: string): Promise<boolean> {
+  const r = await new Deno.Command("sh", {
+    args: ["-c", `command -v "$0"`, bin],
+    stdout: "null",
+    stderr: "null",
+  }).output();
+  return r.success;
+}
+
+const HAVE_AB = await have("ab");
+if (!HAVE_AB) console.log("SKIPPED e2e proxy: HTTP/1.0 keep-alive with ab -k (ab not installed)");
+
+Deno.test({
+  name: "e2e proxy: HTTP/1.0 keep-alive with ApacheBench (ab -k -X): every request kept alive",
+  ignore: !HAVE_AB,
+  fn: async () => {
+    await withProxy({}, async (s) => {
+      const out = await new Deno.Command("ab", {
+        args: ["-k", "-q", "-X", s.proxyHostPort, "-n", "200", "-c", "4", `${s.origin}/hello`],
+        clearEnv: true,
+        env: { PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(out.stdout);
+      const field = (name: string) => {
+        const m = text.match(new RegExp(`^${name}:\\s+(\\d+)`, "m"));
+        if (!m) {
+          throw new Error(
+            `ab printed no "${name}":\n${text}\n${new TextDecoder().decode(out.stderr)}`,
+          );
+        }
+        return Number(m[1]);
+      };
+      assert(out.success, `ab exited ${out.code}: ${new TextDecoder().decode(out.stderr)}`);
+      assertEquals(field("Complete requests"), 200, "complete requests");
+      assertEquals(field("Failed requests"), 0, "failed requests");
+      assertEquals(field("Keep-Alive requests"), 200, "keep-alive requests");
+      assert(
+        s.proxy.acceptedConnections <= 4,
+        `at most one proxy connection per ab worker, got ${s.proxy.acceptedConnections}`,
+      );
+      assert(s.dials.length <= 4, `upstreams reused, got ${s.dials.length} dials`);
+    });
+  },
+});
+
 Deno.test("e2e proxy: credentials for HTTP proxy and SOCKS5", async () => {
   const auth = { username: "alice", password: "pa:ss wörd" };
   await withProxy({ auth }, async (s) => {

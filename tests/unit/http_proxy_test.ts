@@ -307,6 +307,71 @@ Deno.test("http: an HTTP/1.0 client gets a chunked response de-chunked and close
   await finish(h);
 });
 
+Deno.test("http: HTTP/1.0 keep-alive is kept for responses of known length, not otherwise", async () => {
+  const h = start();
+  // Content-Length: kept, and the client is told so.
+  await send(h.client, "GET http://o.test/1 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  const o = await h.nextOrigin();
+  const req = await request(o);
+  assertEquals(header(req, "connection"), [], "hop-by-hop Connection is not forwarded");
+  await send(o.conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok");
+  const r1 = await response(h);
+  assertEquals(header(r1.head, "connection"), ["keep-alive"]);
+  assertEquals(r1.body, "ok");
+  // Bodiless (204), legacy Proxy-Connection: kept on the same upstream.
+  await send(h.client, "GET http://o.test/2 HTTP/1.0\r\nProxy-Connection: Keep-Alive\r\n\r\n");
+  assertEquals((await request(o)).target, "/2");
+  await send(o.conn, "HTTP/1.1 204 No Content\r\n\r\n");
+  const r2 = await response(h);
+  assertEquals(r2.head.status, 204);
+  assertEquals(header(r2.head, "connection"), ["keep-alive"]);
+  // Chunked: de-chunked for HTTP/1.0, so close-delimited and the connection ends.
+  await send(h.client, "GET http://o.test/3 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  assertEquals((await request(o)).target, "/3");
+  await send(o.conn, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n");
+  const head = await readResponseHead(h.r);
+  assertEquals(header(head!, "connection"), ["close"]);
+  assertEquals(await readAll(h.r), "ab");
+  await h.done;
+  assertEquals(h.dials.length, 1, "one upstream for the three requests");
+  await finish(h);
+});
+
+Deno.test("http: HTTP/1.0 without keep-alive, or with close beside it, is answered with a close", async () => {
+  for (const extra of ["", "Connection: keep-alive, close\r\n"]) {
+    const h = start();
+    await send(h.client, `GET http://o.test/ HTTP/1.0\r\n${extra}\r\n`);
+    const o = await h.nextOrigin();
+    await request(o);
+    await send(o.conn, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    const res = await response(h);
+    assertEquals(
+      header(res.head, "connection"),
+      ["close"],
+      `request with ${JSON.stringify(extra)}`,
+    );
+    assertEquals(res.body, "ok");
+    assertEquals(await readAll(h.r), "", "connection closed after the response");
+    await h.done;
+    await finish(h);
+  }
+});
+
+Deno.test("http: an HTTP/1.1 response to an HTTP/1.1 client carries no added Connection header", async () => {
+  const h = start();
+  await send(
+    h.client,
+    "GET http://o.test/ HTTP/1.1\r\nHost: o.test\r\nConnection: keep-alive\r\n\r\n",
+  );
+  const o = await h.nextOrigin();
+  await request(o);
+  await send(o.conn, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx");
+  const res = await response(h);
+  assertEquals(header(res.head, "connection"), []);
+  assertEquals(res.body, "x");
+  await finish(h);
+});
+
 Deno.test("http: pipelined requests are answered in order", async () => {
   const h = start();
   await send(
@@ -609,14 +674,17 @@ Deno.test("pipe: BufferedReader lines, limits, exact reads and leftovers", async
 Deno.test("pipe: relay copies both ways, propagates half-close and counts bytes", async () => {
   const [c1, c2] = duplexPair();
   const [s1, s2] = duplexPair();
-  const running = relay(c2, s1);
+  const live: [number, number][] = [];
+  const running = relay(c2, s1, { onBytes: (up, down) => live.push([up, down]) });
   await c1.write(text("to server"));
   await c1.closeWrite();
   assertEquals(await readAll(s2), "to server", "EOF reaches the server");
+  assertEquals(live, [[9, 0]], "bytes reported as they are written on");
   await s2.write(text("reply after half-close"));
   await s2.closeWrite();
   assertEquals(await readAll(c1), "reply after half-close");
   assertEquals(await running, { aToB: 9, bToA: 22 });
+  assertEquals(live, [[9, 0], [0, 22]]);
   c1.close();
   s2.close();
 });
