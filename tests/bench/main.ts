@@ -7,10 +7,13 @@
  * - handshake time (client hello → session ready)
  *
  * Prints a table and writes `bench/results/latest.json` (ignored by git).
+ * Then new connections per second through the HTTP proxy and SOCKS5 against
+ * shadowsocks-libev and direct (`connrate.ts`; `OSTP_BENCH_CONNRATE=0` skips it).
  * Then the network-namespace suite against shadowsocks-libev, kcptun and plain
  * TCP (`peers.ts`, root only; `OSTP_BENCH_PEERS=0` skips it).
  */
 import { curl, startClient, startOrigin, startServer } from "../support/daemons.ts";
+import { printConnRate, runConnRate } from "./connrate.ts";
 import { runPeers } from "./peers.ts";
 import { benchSessions } from "./sessions.ts";
 import { benchUsers } from "./users.ts";
@@ -128,6 +131,14 @@ if (Deno.env.get("OSTP_BENCH_USERS") !== "0") {
         `${r.usPerWrongKeyHello.toFixed(0).padStart(6)} µs per wrong-key hello`,
     );
   }
+}
+
+if (Deno.env.get("OSTP_BENCH_CONNRATE") !== "0") {
+  const r = await runConnRate();
+  printConnRate(r);
+  const dir = new URL("../../bench/results/", import.meta.url);
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(new URL("connrate.json", dir), JSON.stringify(r, null, 2) + "\n");
 }
 
 if (Deno.env.get("OSTP_BENCH_PEERS") === "0") {
