@@ -15,7 +15,8 @@
  * client.events.on("state", (e) => console.log(e.session, e.state));
  * client.events.on("stats", (s) => console.log(s.bytesReceived, s.rttMs));
  * await client.start();
- * // … use the proxy at client.proxyAddress …
+ * // … use the proxy at client.proxyAddress (the server refuses loopback and private
+ * // targets unless its config's `egress.allow` opens them: docs/egress.md) …
  * await client.stop();
  * await server.stop();
  * ```
@@ -28,7 +29,15 @@ export {
   type ServerOptions,
   type ServerStats,
 } from "./server/server.ts";
-export { type ClientEvents, type ClientOptions, OstpClient } from "./client/client.ts";
+export {
+  type ClientEvents,
+  type ClientOptions,
+  type ClientReload,
+  type ClientStats,
+  OstpClient,
+} from "./client/client.ts";
+export type { RuleHits } from "./client/router/rules.ts";
+export type { RouterUdpStats } from "./client/router/router_outbound.ts";
 export type { RunnerState } from "./client/outbound/ostp.ts";
 export { Emitter, type TrafficStats } from "./shared/events.ts";
 export {

@@ -10,8 +10,10 @@
  * share link is all a client needs: `OSTP_LINK='ostp://KEY@host:8443' ostp-client`,
  * `ostp-client --link-file link.txt` or `ostp-client 'ostp://KEY@host:8443'`.
  *
- * Subcommands: `init server|client [path] [--force]` (a commented template)
- * and `check <config>` (validate a client config file).
+ * Subcommands: `init server|client [path] [--force]` (a commented template),
+ * `check <config>` (validate a client config file), `status` (the running
+ * client's counters) and `route <host:port>` (which rule and outbound a flow
+ * would take, without connecting).
  * @module
  */
 
@@ -21,12 +23,19 @@ import {
   ConfigError,
   type ConfigIssue,
   formatHostPort,
+  type HostPort,
+  HostPortError,
   isPlainObject,
   LOG_FORMATS,
   LOG_LEVELS,
+  parseHostPort,
   readJsoncFile,
 } from "../shared/config/types.ts";
-import { type ClientConfig, parseClientConfig } from "../shared/config/client_config.ts";
+import {
+  CLIENT_INBOUNDS,
+  type ClientConfig,
+  parseClientConfig,
+} from "../shared/config/client_config.ts";
 import {
   type CliContext,
   cliContext,
@@ -46,6 +55,18 @@ import { decodeShareLink, LinkError, type ShareLink } from "../shared/link.ts";
 import { type StatusCliKit, statusCommand } from "../shared/control/status.ts";
 import { programName, quietTaskHint } from "../shared/program_name.ts";
 import { baseCommand, initConfig, runCommander } from "../shared/cli.ts";
+import { lookup } from "node:dns/promises";
+import {
+  DEFAULT_OUTBOUND,
+  parseRoutingConfig,
+  ROUTING_FIELDS,
+  type RoutingConfig,
+} from "./router/config.ts";
+import { explainRoute } from "./router/explain.ts";
+import type { FlowContext } from "./router/flow.ts";
+import { Router } from "./router/rules.ts";
+import type { NameResolver } from "./router/router_outbound.ts";
+import { parseIp } from "../shared/net/cidr.ts";
 import denoJson from "../deno.json" with { type: "json" };
 
 /**
@@ -59,10 +80,11 @@ export type ClientCliResult =
   | { kind: "init"; text: string; path?: string }
   | { kind: "check"; text: string; config: ClientConfig }
   | { kind: "status"; text: string; answer: Record<string, unknown> }
+  | { kind: "route"; text: string; outbound: string; rule: string }
   | { kind: "help" | "version" | "error" | "failure"; text: string };
 
 /** Subcommand names `ostp-client` recognises as its first argument. */
-export const CLIENT_COMMANDS = ["init", "check", "status"] as const;
+export const CLIENT_COMMANDS = ["init", "check", "status", "route"] as const;
 
 /** How the user runs the client: `ostp-client`, or `deno task client` from the repository. */
 const CLIENT = programName("client");
@@ -73,6 +95,8 @@ Commands:
   check <config>                       validate a client config file
   status [--control <path>] [-c <config>] [--json]
                                        print the running client's counters (control socket)
+  route <host:port> [--process NAME] [--udp] [-c <config>] [--inbound NAME]
+                                       print which rule and outbound a flow would take
 Run "${CLIENT} <command> --help" for a command's options.
 
 Keep secrets out of "ps": set ${ENV_LINK}, ${ENV_KEY} or ${ENV_PASSWORD}, or use --link-file,
@@ -125,11 +149,14 @@ function buildProgram(output: { out: string; err: string }): Command {
     )
     .addOption(new Option("--log-level <lvl>", "log level").choices(LOG_LEVELS))
     .addOption(new Option("--log-format <fmt>", "log format").choices(LOG_FORMATS))
-    .option("--control <path>", "control socket for `status` and `hop` (default: see README)")
+    .option(
+      "--control <path>",
+      "control socket for `status`, `reload` and `hop` (default: see README)",
+    )
     .option("--no-control", "run without a control socket");
 }
 
-function errorResult(e: ConfigError | LinkError): ClientCliResult {
+function errorResult(e: ConfigError | LinkError): { kind: "error"; text: string } {
   return { kind: "error", text: `error: ${e.message}` };
 }
 
@@ -150,6 +177,7 @@ export async function parseClientArgs(
 async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientCliResult> {
   if (argv[0] === "init") return await initConfig(CLIENT, argv.slice(1));
   if (argv[0] === "check") return await checkCommand(argv.slice(1), ctx);
+  if (argv[0] === "route") return await routeCommand(argv.slice(1));
   if (argv[0] === "status") {
     const kit: StatusCliKit = {
       program: CLIENT,
@@ -415,4 +443,100 @@ async function checkCommand(argv: string[], ctx: Required<CliContext>): Promise<
     if (e instanceof ConfigError) return errorResult(e);
     throw e;
   }
+}
+
+const systemResolve: NameResolver = async (name) => (await lookup(name)).address;
+
+/**
+ * `route <host:port> [--process NAME] [--udp] [-c <config>] [--inbound NAME]`:
+ * decides a flow on the config's rules (none without `-c`: the default
+ * outbound) and explains the answer ({@link explainRoute}). Never connects and
+ * counts no hit; a host name is resolved (with `resolveName`, the system
+ * resolver by default) only when the config says `"resolve": "onDemand"` and an
+ * IP rule could change the answer, as the running client would.
+ */
+export async function routeCommand(
+  argv: string[],
+  resolveName: NameResolver = systemResolve,
+): Promise<Exclude<ClientCliResult, { kind: "run" }>> {
+  const output = { out: "", err: "" };
+  const cmd = baseCommand(`${CLIENT} route`, output)
+    .description(
+      "Print which rule a flow matches and which outbound it would take, without connecting.\n" +
+        'A name is resolved only under "resolve": "onDemand", when the client would resolve it.',
+    )
+    .argument("<host:port>", "the flow's target: a name or an IP address (IPv6 in brackets)")
+    .option("-c, --config <file>", "client config file with the rules (default: no rules)")
+    .option("--process <name>", "the application's executable file name (curl, steam.exe)")
+    .option("--udp", "a UDP flow (default: TCP)")
+    .option("--inbound <name>", "the inbound the flow comes in on", "proxy");
+  const early = await runCommander(cmd, argv, output);
+  if (early) return early;
+  const o = cmd.opts<{ config?: string; process?: string; udp?: boolean; inbound: string }>();
+  const issues: ConfigIssue[] = [];
+  let target: HostPort | undefined;
+  try {
+    target = parseHostPort(cmd.args[0]);
+    if (target.port === 0) issues.push({ path: "<host:port>", message: "port 0" });
+  } catch (e) {
+    if (!(e instanceof HostPortError)) throw e;
+    issues.push({ path: "<host:port>", message: e.message });
+  }
+  if (!(CLIENT_INBOUNDS as readonly string[]).includes(o.inbound)) {
+    issues.push({
+      path: "--inbound",
+      message: `no inbound has this name (the inbounds: ${CLIENT_INBOUNDS.join(", ")})`,
+    });
+  }
+  if (o.process !== undefined && (o.process.length === 0 || /[/\\]/.test(o.process))) {
+    issues.push({ path: "--process", message: "give the executable's file name, no directory" });
+  }
+  if (issues.length > 0 || !target) return errorResult(new ConfigError(issues));
+  let routing: RoutingConfig;
+  if (o.config === undefined) {
+    routing = parseRoutingConfig({});
+  } else {
+    try {
+      const raw = await readJsoncFile(o.config);
+      const fields: Record<string, unknown> = {};
+      if (isPlainObject(raw)) {
+        for (const f of ROUTING_FIELDS) if (raw[f] !== undefined) fields[f] = raw[f];
+      }
+      routing = parseRoutingConfig(fields, { inbounds: CLIENT_INBOUNDS }, o.config);
+    } catch (e) {
+      if (e instanceof ConfigError) return errorResult(e);
+      throw e;
+    }
+  }
+  const router = new Router(routing);
+  const ctx: FlowContext = { inbound: o.inbound, network: o.udp ? "udp" : "tcp", target };
+  if (o.process !== undefined) ctx.process = o.process;
+  let { decision, lines } = explainRoute(router, ctx);
+  if (decision.needsIp && router.resolve === "onDemand") {
+    let ip: Uint8Array | null = null;
+    let text = "";
+    try {
+      text = await resolveName(target.host);
+      ip = parseIp(text);
+    } catch {
+      ip = null;
+    }
+    if (ip === null) {
+      lines.push('  the name does not resolve here ("resolve": "onDemand"): this answer stands');
+    } else {
+      lines.push(`  resolved here ("resolve": "onDemand") to ${text}; decided again:`);
+      const again = explainRoute(router, { ...ctx, ip });
+      decision = again.decision;
+      lines = [...lines, ...again.lines.slice(1)];
+    }
+  }
+  if (o.config === undefined) {
+    lines.push(`  (no config file: no rules, every flow takes "${DEFAULT_OUTBOUND}"; pass -c)`);
+  }
+  return {
+    kind: "route",
+    text: lines.join("\n"),
+    outbound: decision.outbound,
+    rule: router.label(decision.rule),
+  };
 }

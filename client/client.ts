@@ -1,6 +1,8 @@
 /**
- * The OSTP client as an object: the local SOCKS5 + HTTP proxy, the pool of
- * sessions to the server, state and traffic events. `client/main.ts` runs it
+ * The OSTP client as an object: the local SOCKS5 + HTTP proxy (the inbound),
+ * the router and its outbounds (the pool of sessions to the server, direct,
+ * block, upstream HTTP proxies), live reload of the routing, state and
+ * traffic events. `client/main.ts` runs it
  * from the command line; `mod.ts` exports it for embedding.
  * @module
  */
@@ -10,7 +12,17 @@ import { Emitter, type TrafficStats, trafficStats } from "../shared/events.ts";
 import { getLog } from "../shared/log.ts";
 import { isExpectedDisconnect } from "../shared/pipe.ts";
 import { ProxyServer } from "./inbound/proxy_server.ts";
+import { buildOutbounds, type OutboundDeps } from "./outbound/from_config.ts";
 import { OstpPool, type RunnerState } from "./outbound/ostp.ts";
+import type { RoutingConfig } from "./router/config.ts";
+import { createProcessResolver, type ProcessResolver } from "./router/process.ts";
+import { Router, type RuleHits } from "./router/rules.ts";
+import {
+  RouterOutbound,
+  type RouterUdpStats,
+  routerUsesProcess,
+  type RouteTable,
+} from "./router/router_outbound.ts";
 
 /** Events a client emits. */
 export interface ClientEvents {
@@ -21,7 +33,23 @@ export interface ClientEvents {
    */
   state: { session: number; state: RunnerState; detail?: string };
   /** Counters, every `statsIntervalMs`. */
-  stats: TrafficStats;
+  stats: ClientStats;
+}
+
+/** The client's counters: the tunnel's traffic, and the router's rule hits and UDP drops. */
+export interface ClientStats extends TrafficStats {
+  /** Flows decided per rule and by the default since the last reload (docs/routing.md). */
+  rules: RuleHits[];
+  /** UDP datagrams the router dropped (block, http, no flow) and UDP flows it opened. */
+  routerUdp: RouterUdpStats;
+}
+
+/** What {@link OstpClient.reload} did. */
+export interface ClientReload {
+  /** Rules in force now (the `exclude` rules included). */
+  rules: number;
+  /** Changed fields that only a restart applies (everything but routing and `log`). */
+  needsRestart: string[];
 }
 
 /** Options beyond the config. */
@@ -30,6 +58,11 @@ export interface ClientOptions {
   statsIntervalMs?: number;
   /** While the server stays unreachable, an info line about this often, ms (default 60000). */
   outageReminderMs?: number;
+  /**
+   * The process lookup for process rules (null: none); default the platform's
+   * (`createProcessResolver`), created when rules first need it.
+   */
+  processResolver?: ProcessResolver | null;
 }
 
 const log = getLog("client");
@@ -43,7 +76,14 @@ export class OstpClient {
   readonly events: Emitter<ClientEvents> = new Emitter();
   /** The session pool (the "ostp" outbound). */
   readonly pool: OstpPool;
+  /** The router: the outbound the inbounds hand every flow to. */
+  readonly router: RouterOutbound;
   private proxy: ProxyServer | null = null;
+  /** The routing config in force (changes on {@link reload}). */
+  private routing: RoutingConfig;
+  /** The process lookup: undefined until rules first need it, null where there is none. */
+  private processResolver: ProcessResolver | null | undefined;
+  private readonly outboundDeps: OutboundDeps;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
   private readonly startedAt = performance.now();
   /** Per session: when the current outage was last logged (0: no outage). */
@@ -78,6 +118,55 @@ export class OstpClient {
         this.onAttemptFailed(session, reason, streak, retryInMs);
       },
     });
+    this.outboundDeps = { pool: this.pool, connectTimeoutMs: config.connectTimeout * 1000 };
+    this.routing = config.routing;
+    this.router = new RouterOutbound(this.routeTable(config.routing));
+    if (options.processResolver !== undefined) {
+      this.processResolver = options.processResolver;
+      this.router.setProcessResolver(options.processResolver);
+    }
+  }
+
+  /** The router and outbounds of `routing`, reusing the running outbounds that did not change. */
+  private routeTable(routing: RoutingConfig): RouteTable {
+    const previous = this.router
+      ? { configs: this.routing.outbounds, outbounds: this.router.outbounds }
+      : undefined;
+    return {
+      router: new Router(routing),
+      outbounds: buildOutbounds(routing.outbounds, this.outboundDeps, previous),
+    };
+  }
+
+  /** Creates the process lookup the first time the rules of `table` need one. */
+  private async ensureProcessResolver(table: RouteTable): Promise<void> {
+    if (this.processResolver !== undefined || !routerUsesProcess(table.router)) return;
+    let resolver: ProcessResolver | null = null;
+    try {
+      resolver = await createProcessResolver();
+    } catch (e) {
+      log.warn("process lookup unavailable: {error}", { error: String(e) });
+    }
+    if (this.processResolver !== undefined) return; // another reload made one meanwhile
+    this.processResolver = resolver;
+    if (resolver === null) {
+      log.warn("process rules match no flow: no process lookup on {os}", { os: Deno.build.os });
+    }
+    this.router.setProcessResolver(resolver);
+  }
+
+  /**
+   * Applies a new config: its routing (rules, exclude, outbounds, default,
+   * resolve) for the flows that start from now on — flows already open keep
+   * their outbound. Every other changed field is listed as needing a restart
+   * (logging is the caller's: `setupLogging`).
+   */
+  async reload(next: ClientConfig): Promise<ClientReload> {
+    const table = this.routeTable(next.routing);
+    await this.ensureProcessResolver(table);
+    this.router.swap(table);
+    this.routing = next.routing;
+    return { rules: next.routing.rules.length, needsRestart: restartFields(this.config, next) };
   }
 
   /**
@@ -143,12 +232,17 @@ export class OstpClient {
       this.events.emit("state", { session: r.index, state: "idle" });
     }
     this.pool.start();
+    await this.ensureProcessResolver({
+      router: this.router.router,
+      outbounds: this.router.outbounds,
+    });
     this.proxy = new ProxyServer({
       hostname: this.config.listen.host,
       port: this.config.listen.port,
-      dialer: this.pool.dial,
+      outbound: this.router,
+      inbound: "proxy",
       auth: this.config.auth,
-      udp: { openFlow: this.pool.openUdpFlow },
+      udp: {},
       onError: (e) => {
         if (!isExpectedDisconnect(e)) {
           log.debug("proxy connection error: {error}", { error: String(e) });
@@ -163,16 +257,46 @@ export class OstpClient {
     this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
   }
 
-  /** Current counters summed over sessions. */
-  stats(): TrafficStats {
+  /** Current counters: traffic summed over sessions, then the router's. */
+  stats(): ClientStats {
     const sessions = this.pool.runners.flatMap((r) => (r.conn ? [r.conn.session] : []));
-    return trafficStats(sessions, performance.now() - this.startedAt);
+    const route = this.router.stats();
+    return {
+      ...trafficStats(sessions, performance.now() - this.startedAt),
+      rules: route.rules,
+      routerUdp: route.udp,
+    };
   }
 
-  /** Stops the proxy and closes the sessions with a reason. */
+  /** Stops the proxy, closes the outbounds and the sessions. */
   async stop(): Promise<void> {
     clearInterval(this.statsTimer);
     await this.proxy?.close();
+    await this.router.close();
     await this.pool.stop();
   }
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Fields of `next` that differ from `running` and apply only after a restart. */
+export function restartFields(running: ClientConfig, next: ClientConfig): string[] {
+  const out: string[] = [];
+  if (formatHostPort(running.server) !== formatHostPort(next.server)) out.push("server");
+  if (!sameBytes(running.key, next.key)) out.push("key");
+  if (formatHostPort(running.listen) !== formatHostPort(next.listen)) out.push("listen");
+  if (
+    running.auth?.username !== next.auth?.username || running.auth?.password !== next.auth?.password
+  ) out.push("auth");
+  for (const f of ["mux", "mtu", "keepalive", "idleTimeout", "connectTimeout"] as const) {
+    if (running[f] !== next[f]) out.push(f);
+  }
+  if (
+    running.reconnect.initialDelay !== next.reconnect.initialDelay ||
+    running.reconnect.maxDelay !== next.reconnect.maxDelay
+  ) out.push("reconnect");
+  if (running.control !== next.control) out.push("control");
+  return out;
 }

@@ -1,8 +1,9 @@
 /**
  * `ostp-client` / `deno task client`: takes a share link (or flags, or a
- * config file), starts the local proxy and the tunnel, answers `status` and
- * `hop` on its control socket, and stops cleanly on SIGINT/SIGTERM. Deno's
- * signal-started inspector is disabled first.
+ * config file), starts the local proxy, the router and the tunnel, reloads the
+ * routing on SIGHUP, a config file change or `reload` on the control socket,
+ * answers `status` and `hop` there, and stops cleanly on SIGINT/SIGTERM.
+ * Deno's signal-started inspector is disabled first.
  * @module
  */
 
@@ -10,7 +11,12 @@ import { getLog, setupLogging } from "../shared/log.ts";
 import { parseClientArgs } from "./cli.ts";
 import { OstpClient } from "./client.ts";
 import { disableInspectorSignal } from "../ffi/inspector_signal.ts";
-import { openDaemonControl } from "../shared/control/server.ts";
+import {
+  type ControlAnswer,
+  ControlCommandError,
+  openDaemonControl,
+} from "../shared/control/server.ts";
+import { watchConfigFile } from "../shared/config/watch.ts";
 
 const log = getLog("client");
 
@@ -35,29 +41,92 @@ export async function main(argv: string[]): Promise<number> {
     log.info("moved {moved} session(s) to new UDP sockets", { moved });
     return moved;
   };
+  // Hot reload: SIGHUP, the control socket's "reload", or the config file
+  // changing on disk. The arguments are parsed again (file, environment,
+  // flags); a config that fails validation is refused with its reasons and
+  // the running one kept. Routing and log levels apply at once, to new flows.
+  let reloading = Promise.resolve();
+  const reload = (why: string): Promise<ControlAnswer> => {
+    const result = reloading.then(async (): Promise<ControlAnswer> => {
+      const next = await parseClientArgs(argv);
+      if (next.kind !== "run") {
+        log.error("config reload ({why}) rejected, keeping the running config: {reason}", {
+          why,
+          reason: next.text,
+        });
+        return { rejected: next.text };
+      }
+      await setupLogging(next.config.log);
+      const r = await client.reload(next.config);
+      log.info("config reloaded ({why}): {rules} rule(s), default outbound {default}", {
+        why,
+        rules: r.rules,
+        default: next.config.routing.defaultOutbound,
+      });
+      if (r.needsRestart.length > 0) {
+        log.warn("changes to {fields} take effect after a restart", {
+          fields: r.needsRestart.join(", "),
+        });
+      }
+      return { rules: r.rules, needsRestart: r.needsRestart };
+    });
+    reloading = result.then(() => {}, () => {});
+    return result;
+  };
+  // Signal and file-change reloads have nobody to answer: log a failure.
+  const reloadLogged = (why: string) =>
+    void reload(why).catch((e) =>
+      log.error("config reload ({why}) failed: {error}", { why, error: String(e) })
+    );
+  const hup = () => reloadLogged("SIGHUP");
   Deno.addSignalListener("SIGINT", stop);
   if (Deno.build.os !== "windows") {
     Deno.addSignalListener("SIGTERM", stop);
     Deno.addSignalListener("SIGUSR2", hop);
+    Deno.addSignalListener("SIGHUP", hup);
   }
+  const removeSignals = (which: "reload" | "all") => {
+    if (Deno.build.os !== "windows") {
+      Deno.removeSignalListener("SIGUSR2", hop);
+      Deno.removeSignalListener("SIGHUP", hup);
+    }
+    if (which === "reload") return;
+    Deno.removeSignalListener("SIGINT", stop);
+    if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGTERM", stop);
+  };
   const control = await openDaemonControl(parsed.config.control, "client", {
-    status: () => ({ stats: client.stats() }),
+    status: () => {
+      const { rules, ...stats } = client.stats();
+      return { stats, rules };
+    },
     hop: () => ({ moved: hop() }),
+    reload: async () => {
+      const r = await reload("control socket");
+      if (typeof r.rejected === "string") throw new ControlCommandError(r.rejected);
+      return r;
+    },
   });
 
   try {
     await client.start();
   } catch (e) {
     console.error(`ostp-client: cannot start: ${(e as Error).message}`);
+    removeSignals("all");
     await control?.close();
     await client.stop();
     return 1;
   }
+  const watcher = parsed.configPath
+    ? watchConfigFile(parsed.configPath, () => reloadLogged("file changed"), log)
+    : null;
   await done;
-  if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGUSR2", hop);
+  watcher?.close();
+  removeSignals("reload");
   await control?.close();
+  await reloading;
   log.info("shutting down");
   await client.stop();
+  // SIGINT/SIGTERM go last: a second one during shutdown must not kill the process.
   Deno.removeSignalListener("SIGINT", stop);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGTERM", stop);
   return 0;

@@ -14,6 +14,13 @@ import { OstpServer } from "../server/server.ts";
 import { OstpClient } from "./client.ts";
 import { disableInspectorSignal } from "../ffi/inspector_signal.ts";
 
+/**
+ * What the quickstart's server lets clients reach beyond the egress policy's
+ * default: loopback, where its demo page (and anything the user tries next on
+ * this machine) lives. A deployed server refuses loopback (docs/egress.md).
+ */
+const QUICKSTART_EGRESS_ALLOW = ["127.0.0.0/8", "::1/128"];
+
 /** Preferred proxy port; a free one is taken if it is busy. */
 const PROXY_PORT = 1088;
 const PAGE = "Hello from the far side of an ostp tunnel.\n";
@@ -62,7 +69,11 @@ export async function quickstart(): Promise<number> {
   void disableInspectorSignal();
   const key = generateAccessKey();
   const server = new OstpServer(
-    parseServerConfig({ listen: ["127.0.0.1:0"], keys: [formatAccessKey(key, "hex")] }),
+    parseServerConfig({
+      listen: ["127.0.0.1:0"],
+      keys: [formatAccessKey(key, "hex")],
+      egress: { allow: QUICKSTART_EGRESS_ALLOW },
+    }),
   );
   server.start();
   const link = encodeShareLink({
@@ -100,6 +111,11 @@ export async function quickstart(): Promise<number> {
   const addr = `127.0.0.1:${proxy.port}`;
   console.log(`ostp quickstart: server udp 127.0.0.1:${server.addresses[0].port}, tunnel checked`);
   console.log(`  fetched ${pageUrl.href} through the tunnel: ok`);
+  console.log(
+    `  egress: this demo server allows loopback (${QUICKSTART_EGRESS_ALLOW.join(", ")}), where ` +
+      "its page lives; a deployed server refuses loopback and private addresses unless " +
+      'its config\'s "egress.allow" opens them (docs/egress.md)',
+  );
   console.log(`  share link: ${link}`);
   console.log(`  try: curl -x socks5h://${addr} ${pageUrl.href}`);
   console.log(`proxy ready: socks5://${addr} and http://${addr} (Ctrl+C to stop)`);

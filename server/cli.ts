@@ -95,6 +95,8 @@ interface ServerOptions {
   generateKey?: string | boolean;
   control?: string | false;
   printLinks?: boolean;
+  egressAllow?: string[];
+  egressDeny?: string[];
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -139,6 +141,18 @@ function buildProgram(output: { out: string; err: string }): Command {
       collect,
     )
     .option("--public-address <host:port>", "address that share links advertise")
+    .option(
+      "--egress-allow <entry>",
+      'let clients reach a range the egress policy refuses ("10.91.2.0/24", "127.0.0.1:8080", ' +
+        '"[::1]:8000-8100"); repeatable, added to the file\'s egress.allow',
+      collect,
+    )
+    .option(
+      "--egress-deny <entry>",
+      'refuse a range beyond the built-in list ("0.0.0.0/0:25"); repeatable, added to the ' +
+        "file's egress.deny",
+      collect,
+    )
     .option("--max-sessions <n>", "most concurrent sessions")
     .option("--idle-timeout <s>", "seconds without traffic before a session is closed")
     .addOption(new Option("--log-level <lvl>", "log level").choices(LOG_LEVELS))
@@ -265,6 +279,23 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
   }
   if (o.publicAddress !== undefined) merged.publicAddress = o.publicAddress;
   if (o.control !== undefined) merged.control = o.control;
+  // Egress entries add up too: the file's lists, then the flags (a list of the wrong type is
+  // left alone for the validator).
+  const fileEgress = { allow: 0, deny: 0 };
+  if ((o.egressAllow?.length || o.egressDeny?.length) && (merged.egress ?? null) === null) {
+    merged.egress = {};
+  }
+  if (isPlainObject(merged.egress)) {
+    const egress: Record<string, unknown> = { ...merged.egress };
+    for (const [list, flag] of [["allow", o.egressAllow], ["deny", o.egressDeny]] as const) {
+      const have = egress[list];
+      if (Array.isArray(have)) fileEgress[list] = have.length;
+      if (flag?.length && (have === undefined || Array.isArray(have))) {
+        egress[list] = [...(have ?? []) as unknown[], ...flag];
+      }
+    }
+    merged.egress = egress;
+  }
   const maxSessions = numberFlag(o.maxSessions, "--max-sessions", flagIssues);
   if (maxSessions !== undefined) merged.maxSessions = maxSessions;
   const idleTimeout = numberFlag(o.idleTimeout, "--idle-timeout", flagIssues);
@@ -283,6 +314,13 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
     if (top === "control" && o.control !== undefined) return "--control";
     if (top === "maxSessions" && maxSessions !== undefined) return "--max-sessions";
     if (top === "idleTimeout" && idleTimeout !== undefined) return "--idle-timeout";
+    const e = /^egress\.(allow|deny)\[(\d+)\]$/.exec(path);
+    if (e) {
+      const list = e[1] as "allow" | "deny";
+      const given = (list === "allow" ? o.egressAllow : o.egressDeny) ?? [];
+      const i = Number(e[2]) - fileEgress[list];
+      if (i >= 0) return `--egress-${list}${given.length > 1 ? ` #${i + 1}` : ""}`;
+    }
     const k = /^keys\[(\d+)\]$/.exec(path);
     if (k && Number(k[1]) >= fileKeyCount) {
       return Number(k[1]) < fileKeyCount + envKeys.length ? ENV_KEY : "--key";

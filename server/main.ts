@@ -10,6 +10,7 @@ import { formatHostPort, isUnspecifiedHost } from "../shared/config/types.ts";
 import { encodeShareLink } from "../shared/link.ts";
 import { programName } from "../shared/program_name.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
+import { watchConfigFile } from "../shared/config/watch.ts";
 import { parseServerArgs } from "./cli.ts";
 import { OstpServer } from "./server.ts";
 import { ApiServer } from "./api.ts";
@@ -149,7 +150,7 @@ export async function main(argv: string[]): Promise<number> {
     });
   }
   const watcher = parsed.configPath
-    ? watchConfig(parsed.configPath, () => reloadLogged("file changed"))
+    ? watchConfigFile(parsed.configPath, () => reloadLogged("file changed"), log)
     : null;
   await done;
   watcher?.close();
@@ -162,39 +163,6 @@ export async function main(argv: string[]): Promise<number> {
   Deno.removeSignalListener("SIGINT", stop);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGTERM", stop);
   return 0;
-}
-
-/** Calls `onChange` (debounced) when the file at `path` is written or replaced. */
-function watchConfig(path: string, onChange: () => void): { close(): void } | null {
-  let watcher: Deno.FsWatcher;
-  try {
-    watcher = Deno.watchFs(path);
-  } catch (e) {
-    log.warn("cannot watch {path} for changes: {error}", { path, error: String(e) });
-    return null;
-  }
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  (async () => {
-    try {
-      for await (const ev of watcher) {
-        if (ev.kind !== "modify" && ev.kind !== "create") continue;
-        clearTimeout(timer);
-        timer = setTimeout(onChange, 300);
-      }
-    } catch {
-      // watcher closed
-    }
-  })();
-  return {
-    close() {
-      clearTimeout(timer);
-      try {
-        watcher.close();
-      } catch {
-        // already closed
-      }
-    },
-  };
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

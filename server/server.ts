@@ -20,6 +20,8 @@ import "../ffi/udp_linux.ts";
 import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./dispatcher.ts";
 import { type RelayStats, serveStream } from "./relay.ts";
 import { newUdpRelayStats, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
+import { EgressPolicy, localAddresses, type Resolver } from "./egress.ts";
+import { createEgressDialer, ownAddresses } from "./egress_dialer.ts";
 import { CounterStore } from "./store.ts";
 import { type ApiBackend, ApiError, type SessionView, type UserView } from "./api.ts";
 import denoJson from "../deno.json" with { type: "json" };
@@ -51,14 +53,24 @@ export type ServerStats = TrafficStats & {
   handshakes: number;
   /** Session moves to a new client address (roaming), summed over live sessions. */
   migrations: number;
+  /** Targets the egress policy refused: TCP streams, and UDP relay datagrams. */
+  egressDenied: { tcp: number; udp: number };
 };
 
 /** Options beyond the config file. */
 export interface ServerOptions {
   /** Interval of `stats` events, ms (default 5000). */
   statsIntervalMs?: number;
-  /** Outbound dialer (default: direct TCP with the configured connect timeout). */
+  /**
+   * Outbound dialer (default: direct TCP with the configured connect timeout).
+   * The egress policy wraps it too: it is called with the checked address
+   * literal of an allowed target, never for a refused one.
+   */
   dialer?: Dialer;
+  /** Name resolution for the egress check, TCP and UDP (default: the system resolver). */
+  lookup?: Resolver;
+  /** The server's interface addresses, refused by the policy (default: `localAddresses()`). */
+  interfaceAddresses?: () => string[];
 }
 
 const log = getLog("server");
@@ -87,6 +99,10 @@ export class OstpServer {
 
   private readonly sockets: DatagramSocket[] = [];
   private readonly dialer: Dialer;
+  /** The egress policy in force (rebuilt on {@link reload}, asked per new stream or flow). */
+  private policy: EgressPolicy;
+  /** TCP targets the egress policy refused. */
+  private egressDeniedTcp = 0;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
   private readonly startedAt = performance.now();
   private loops: Promise<void>[] = [];
@@ -94,8 +110,22 @@ export class OstpServer {
 
   constructor(config: ServerConfig, private readonly options: ServerOptions = {}) {
     this.current = config;
-    this.dialer = options.dialer ??
-      createDirectDialer({ connectTimeoutMs: config.connectTimeout * 1000 });
+    this.policy = this.buildPolicy(config);
+    this.dialer = createEgressDialer(
+      options.dialer ?? createDirectDialer({ connectTimeoutMs: config.connectTimeout * 1000 }),
+      {
+        policy: () => this.policy,
+        lookup: options.lookup,
+        onDenied: (target, reason, rule) => {
+          this.egressDeniedTcp++;
+          log.debug("egress refused {target} ({rule}): {reason}", {
+            target: formatHostPort(target),
+            rule,
+            reason,
+          });
+        },
+      },
+    );
     const users = usersOf(config);
     this.users = new UserRegistry(users);
     this.dispatcher = new Dispatcher({
@@ -209,7 +239,18 @@ export class OstpServer {
         if (!isExpectedDisconnect(e)) log.debug("stream error: {error}", { error: String(e) });
       }, account);
     };
-    const udp = new UdpRelay(s.conn, { stats: this.udpStats, account });
+    const udp = new UdpRelay(s.conn, {
+      stats: this.udpStats,
+      account,
+      lookup: this.options.lookup,
+      policy: () => this.policy,
+      onDenied: (host, port, reason, rule) =>
+        log.debug("egress refused udp {target} ({rule}): {reason}", {
+          target: formatHostPort({ host, port }),
+          rule,
+          reason,
+        }),
+    });
     this.udpRelays.add(udp);
     s.conn.onDatagram = (d) => udp.handle(d);
     s.conn.closed.then(() => {
@@ -240,6 +281,7 @@ export class OstpServer {
           handshakes: t.handshakes,
           migrations: t.migrations,
           drops: t.drops,
+          egressDenied: t.egressDenied,
         };
       },
       sessions: () =>
@@ -505,7 +547,31 @@ export class OstpServer {
       drops: { ...this.dispatcher.drops },
       handshakes: this.dispatcher.handshakes,
       migrations: live.reduce((n, s) => n + s.migrations, 0),
+      egressDenied: { tcp: this.egressDeniedTcp, udp: this.udpStats.egressDenied },
     };
+  }
+
+  /**
+   * The egress policy of `cfg` (docs/egress.md): the built-in list, the
+   * server's own addresses (interfaces, listen addresses, a literal
+   * publicAddress) and `egress.allow` / `egress.deny`.
+   */
+  private buildPolicy(cfg: ServerConfig): EgressPolicy {
+    let interfaces: string[] = [];
+    try {
+      interfaces = this.options.interfaceAddresses?.() ?? localAddresses();
+    } catch (e) {
+      log.warn("cannot list this host's addresses for the egress policy: {error}", {
+        error: String(e),
+      });
+    }
+    const self = ownAddresses(cfg, interfaces);
+    log.debug("egress policy: built-in list, {allow} allow and {deny} deny entries, own {self}", {
+      allow: cfg.egress.allow.length,
+      deny: cfg.egress.deny.length,
+      self: self.join(" "),
+    });
+    return new EgressPolicy({ allow: cfg.egress.allow, deny: cfg.egress.deny, self });
   }
 
   private current: ServerConfig;
@@ -520,7 +586,9 @@ export class OstpServer {
    * remain: keys, session cap and handshake rate take effect at once; sessions
    * under removed keys are closed with a reason. Listen addresses and the
    * session tunables of live sessions need a restart; the result says which
-   * changes were not applied.
+   * changes were not applied. A new egress policy (the config's, and the
+   * host's addresses as they are now) applies to streams and UDP flows opened
+   * from now on.
    */
   reload(next: ServerConfig): { closedSessions: number; needsRestart: string[] } {
     const needsRestart: string[] = [];
@@ -534,7 +602,9 @@ export class OstpServer {
     }
     if (next.stateFile !== this.current.stateFile) needsRestart.push("stateFile");
     if (next.control !== this.current.control) needsRestart.push("control");
+    const policy = this.buildPolicy(next);
     const closedSessions = this.applyUsers("access key removed", next) + this.enforce();
+    this.policy = policy;
     this.dispatcher.updateLimits({
       maxSessions: next.maxSessions,
       handshakeRate: next.handshakeRate,
@@ -593,6 +663,12 @@ function prometheus(t: ServerStats, users: UserSnapshot[]): string {
     t.packetsLost,
   ]]);
   metric("ostp_handshakes_total", "counter", "Handshakes accepted.", [["", t.handshakes]]);
+  metric(
+    "ostp_egress_denied_total",
+    "counter",
+    "Targets the egress policy refused: TCP streams and UDP datagrams.",
+    [['{proto="tcp"}', t.egressDenied.tcp], ['{proto="udp"}', t.egressDenied.udp]],
+  );
   metric(
     "ostp_drops_total",
     "counter",

@@ -7,15 +7,23 @@
  *
  * Bounds: at most `maxFlows` flows per session (beyond: dropped and counted),
  * a flow without traffic for `idleTimeoutMs` is closed, and everything is
- * closed with the session. Host names are resolved here, with a short cache.
+ * closed with the session.
+ *
+ * Every target passes the egress policy (docs/egress.md) before a datagram is
+ * sent: a name is resolved here (a short process-wide cache) and refused when
+ * any of its addresses is; the decision is kept per flow and target for the
+ * flow's life, so a stream of datagrams costs one lookup and one check, and a
+ * flow keeps the policy that was in force when it opened. Refused datagrams
+ * are dropped and counted (`egressDenied`).
  * @module
  */
 
 import { lookup } from "node:dns/promises";
 import type { Connection } from "../shared/session/connection.ts";
 import { type DatagramSocket, openUdp } from "../shared/net/datagram.ts";
-import { parseIPv4, parseIPv6 } from "../shared/net/ip.ts";
 import { decodeUdpDatagram, encodeUdpDatagram } from "../shared/wire/udp.ts";
+import { formatIp, parseIpInto } from "../shared/net/cidr.ts";
+import { EgressPolicy, resolveAllowed, type Resolver } from "./egress.ts";
 
 /** UDP relay counters, summed over sessions. */
 export interface UdpRelayStats {
@@ -30,6 +38,10 @@ export interface UdpRelayStats {
   dnsFailed: number;
   /** Replies too big for one DATAGRAM frame, or refused by the session. */
   downDropped: number;
+  /** Datagrams to targets the egress policy refuses (dropped). */
+  egressDenied: number;
+  /** Datagrams dropped while their target's name was still being resolved (queue full). */
+  queueDropped: number;
 }
 
 /** Fresh zeroed counters. */
@@ -42,6 +54,8 @@ export function newUdpRelayStats(): UdpRelayStats {
     flowLimitDropped: 0,
     dnsFailed: 0,
     downDropped: 0,
+    egressDenied: 0,
+    queueDropped: 0,
   };
 }
 
@@ -55,8 +69,39 @@ export interface UdpRelayOptions {
   stats?: UdpRelayStats;
   /** Told the payload bytes of every datagram relayed, up (to targets) or down (to the client). */
   account?: (up: number, down: number) => void;
-  /** Name resolution (default: the system resolver with a 30 s cache). */
-  resolve?: (host: string) => Promise<string | null>;
+  /** Every address a name has (default: {@link cachedResolver}, the system resolver cached 30 s). */
+  lookup?: Resolver;
+  /**
+   * The egress policy in force, asked once per flow when it opens (a reload
+   * applies to new flows). Default: the built-in list alone.
+   */
+  policy?: () => EgressPolicy;
+  /** Told the first refusal of each flow's target: the target, the reason, the deciding entry. */
+  onDenied?: (host: string, port: number, reason: string, rule: string) => void;
+}
+
+/** A target's decision is being made (DNS). */
+const PENDING = 0;
+/** Allowed: datagrams go to `address`. */
+const ALLOWED = 1;
+/** Refused by the egress policy. */
+const DENIED = 2;
+/** The name did not resolve; asked again after {@link DNS_NEGATIVE_TTL_MS}. */
+const UNRESOLVED = 3;
+/** The session had {@link MAX_LOOKUPS} lookups running: asked again at the next datagram. */
+const BUSY = 4;
+
+/** One target of a flow and the policy's decision about it. */
+interface FlowTarget {
+  readonly host: string;
+  readonly port: number;
+  state: number;
+  /** The checked address literal datagrams are sent to (when allowed). */
+  address: string;
+  /** When an {@link UNRESOLVED} target may be resolved again (performance.now()). */
+  retryAt: number;
+  /** Datagrams waiting for a {@link PENDING} decision. */
+  queue: Uint8Array[] | null;
 }
 
 interface Flow {
@@ -64,34 +109,59 @@ interface Flow {
   v4: DatagramSocket | null;
   v6: DatagramSocket | null;
   lastActive: number;
+  /** The policy in force when the flow opened. */
+  policy: EgressPolicy;
+  /** Decisions by host, then port, for the flow's life (bounded by {@link MAX_FLOW_TARGETS}). */
+  targets: Map<string, Map<number, FlowTarget>>;
+  targetCount: number;
+  /** The target of the previous datagram: most flows talk to one target. */
+  last: FlowTarget | null;
 }
+
+/** Targets remembered per flow; past that the flow's decisions are forgotten and made again. */
+const MAX_FLOW_TARGETS = 64;
+/** Datagrams queued per target while its name resolves; more are dropped (`queueDropped`). */
+const MAX_PENDING_DATAGRAMS = 32;
+/** Datagrams queued per session (all targets) while names resolve; more are dropped. */
+const MAX_QUEUED_DATAGRAMS = 128;
+/** Name lookups running at once per session; a datagram needing one more is dropped. */
+const MAX_LOOKUPS = 16;
 
 const DNS_TTL_MS = 30_000;
 const DNS_NEGATIVE_TTL_MS = 5_000;
 const DNS_CACHE_MAX = 4096;
-const dnsCache = new Map<string, { address: string | null; expires: number }>();
+type Answers = Awaited<ReturnType<Resolver>>;
+const dnsCache = new Map<string, { answers: Answers | null; expires: number }>();
 
-/** Resolves `host` with the system resolver; caches answers briefly (process-wide). */
-export async function resolveCached(host: string): Promise<string | null> {
+/**
+ * Every address of `host` from the system resolver, cached briefly
+ * (process-wide: 30 s, failures 5 s); rejects when the name does not resolve.
+ */
+export const cachedResolver: Resolver = async (host) => {
   const now = performance.now();
   const hit = dnsCache.get(host);
-  if (hit && hit.expires > now) return hit.address;
-  let address: string | null = null;
+  if (hit && hit.expires > now) {
+    if (hit.answers === null) throw new Error(`cannot resolve ${host}`);
+    return hit.answers;
+  }
+  let answers: Answers | null = null;
   try {
-    address = (await lookup(host)).address;
+    answers = await lookup(host, { all: true });
   } catch {
-    address = null;
+    answers = null;
   }
   if (dnsCache.size >= DNS_CACHE_MAX) {
     for (const [k, v] of dnsCache) if (v.expires <= now) dnsCache.delete(k);
     if (dnsCache.size >= DNS_CACHE_MAX) dnsCache.clear();
   }
-  dnsCache.set(host, {
-    address,
-    expires: now + (address ? DNS_TTL_MS : DNS_NEGATIVE_TTL_MS),
-  });
-  return address;
-}
+  dnsCache.set(host, { answers, expires: now + (answers ? DNS_TTL_MS : DNS_NEGATIVE_TTL_MS) });
+  if (answers === null) throw new Error(`cannot resolve ${host}`);
+  return answers;
+};
+
+/** The policy of relays built without one: the built-in list alone. */
+let builtInPolicy: EgressPolicy | null = null;
+const defaultPolicy = (): EgressPolicy => builtInPolicy ??= new EgressPolicy();
 
 /** The UDP relay of one session. */
 export class UdpRelay {
@@ -99,7 +169,13 @@ export class UdpRelay {
   readonly #flows = new Map<number, Flow>();
   readonly #maxFlows: number;
   readonly #idleMs: number;
-  readonly #resolve: (host: string) => Promise<string | null>;
+  readonly #lookup: Resolver;
+  readonly #policy: () => EgressPolicy;
+  readonly #onDenied: UdpRelayOptions["onDenied"];
+  readonly #scratch = new Uint8Array(16);
+  /** Datagrams waiting for a lookup, and lookups running (bounded per session). */
+  #queued = 0;
+  #lookups = 0;
   readonly stats: UdpRelayStats;
   readonly #account: ((up: number, down: number) => void) | undefined;
   #sweep: ReturnType<typeof setInterval> | undefined;
@@ -109,7 +185,9 @@ export class UdpRelay {
     this.#conn = conn;
     this.#maxFlows = opts.maxFlows ?? 256;
     this.#idleMs = opts.idleTimeoutMs ?? 60_000;
-    this.#resolve = opts.resolve ?? resolveCached;
+    this.#lookup = opts.lookup ?? cachedResolver;
+    this.#policy = opts.policy ?? defaultPolicy;
+    this.#onDenied = opts.onDenied;
     this.stats = opts.stats ?? newUdpRelayStats();
     this.#account = opts.account;
   }
@@ -133,7 +211,16 @@ export class UdpRelay {
         this.stats.flowLimitDropped++;
         return;
       }
-      flow = { id: d.flowId, v4: null, v6: null, lastActive: performance.now() };
+      flow = {
+        id: d.flowId,
+        v4: null,
+        v6: null,
+        lastActive: performance.now(),
+        policy: this.#policy(),
+        targets: new Map(),
+        targetCount: 0,
+        last: null,
+      };
       this.#flows.set(d.flowId, flow);
       this.stats.flowsOpened++;
       this.#sweep ??= setInterval(
@@ -142,16 +229,104 @@ export class UdpRelay {
       );
     }
     flow.lastActive = performance.now();
-    const payload = d.payload.slice();
-    const port = d.port;
-    if (parseIPv4(d.host) || parseIPv6(d.host)) {
-      this.#send(flow, d.host, port, payload);
-    } else {
-      this.#resolve(d.host).then((addr) => {
-        if (!addr) this.stats.dnsFailed++;
-        else this.#send(flow, addr, port, payload);
-      }, () => this.stats.dnsFailed++);
+    let t = flow.last;
+    if (t === null || t.port !== d.port || t.host !== d.host) {
+      t = this.#target(flow, d.host, d.port);
     }
+    flow.last = t;
+    if (t.state === BUSY || (t.state === UNRESOLVED && performance.now() >= t.retryAt)) {
+      this.#decide(flow, t);
+    }
+    switch (t.state) {
+      case ALLOWED:
+        this.#send(flow, t.address, t.port, d.payload.slice());
+        return;
+      case DENIED:
+        this.stats.egressDenied++;
+        return;
+      case UNRESOLVED:
+        this.stats.dnsFailed++;
+        return;
+      case BUSY:
+        this.stats.queueDropped++;
+        return;
+      default:
+        if (
+          t.queue !== null && t.queue.length < MAX_PENDING_DATAGRAMS &&
+          this.#queued < MAX_QUEUED_DATAGRAMS
+        ) {
+          t.queue.push(d.payload.slice());
+          this.#queued++;
+        } else this.stats.queueDropped++;
+    }
+  }
+
+  /** The flow's entry for `host`:`port`, decided (or being decided) on first sight. */
+  #target(flow: Flow, host: string, port: number): FlowTarget {
+    let ports = flow.targets.get(host);
+    const known = ports?.get(port);
+    if (known) return known;
+    if (flow.targetCount >= MAX_FLOW_TARGETS) {
+      flow.targets.clear();
+      flow.targetCount = 0;
+      ports = undefined;
+    }
+    if (!ports) flow.targets.set(host, ports = new Map());
+    const t: FlowTarget = { host, port, state: PENDING, address: "", retryAt: 0, queue: null };
+    ports.set(port, t);
+    flow.targetCount++;
+    this.#decide(flow, t);
+    return t;
+  }
+
+  /** Decides `t`: at once for an address literal, after DNS for a name (datagrams queue meanwhile). */
+  #decide(flow: Flow, t: FlowTarget): void {
+    const addr = this.#scratch;
+    if (parseIpInto(t.host, addr) !== 0) {
+      const d = flow.policy.check(addr, t.port);
+      if (d.allowed) {
+        t.state = ALLOWED;
+        t.address = formatIp(addr);
+      } else this.#deny(t, d.reason, d.rule);
+      return;
+    }
+    if (this.#lookups >= MAX_LOOKUPS) {
+      t.state = BUSY;
+      return;
+    }
+    t.state = PENDING;
+    t.queue = [];
+    this.#lookups++;
+    /** Ends the lookup; returns the datagrams that waited for it. */
+    const settle = (): Uint8Array[] => {
+      this.#lookups--;
+      const queued = t.queue ?? [];
+      t.queue = null;
+      this.#queued -= queued.length;
+      return queued;
+    };
+    const unresolved = () => {
+      t.state = UNRESOLVED;
+      t.retryAt = performance.now() + DNS_NEGATIVE_TTL_MS;
+      this.stats.dnsFailed += settle().length;
+    };
+    resolveAllowed(t.host, t.port, flow.policy, this.#lookup).then((r) => {
+      if (!r.allowed && r.failure !== "denied") return unresolved();
+      const queued = settle();
+      if (r.allowed) {
+        t.state = ALLOWED;
+        t.address = r.address;
+        for (const p of queued) this.#send(flow, t.address, t.port, p);
+      } else {
+        this.#deny(t, r.reason, r.rule ?? "");
+        this.stats.egressDenied += queued.length;
+      }
+    }, unresolved);
+  }
+
+  #deny(t: FlowTarget, reason: string, rule: string): void {
+    t.state = DENIED;
+    this.#onDenied?.(t.host, t.port, reason, rule);
   }
 
   #send(flow: Flow, host: string, port: number, payload: Uint8Array): void {

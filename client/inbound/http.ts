@@ -21,7 +21,8 @@
  * @module
  */
 
-import { type Dialer, DialError, type Duplex, type Target } from "../../shared/duplex.ts";
+import { DialError, type Duplex, type Target } from "../../shared/duplex.ts";
+import type { FlowOrigin, Outbound } from "../outbound/outbound.ts";
 import {
   BufferedReader,
   closeQuietly,
@@ -521,10 +522,15 @@ async function copyBody(
   }
 }
 
+/** The flow origin when the caller gives none. */
+const PROXY_ORIGIN: FlowOrigin = Object.freeze({ inbound: "proxy" });
+
 /** What {@link handleHttpProxy} needs. */
 export interface HttpProxyOptions {
-  /** Opens streams to origins and CONNECT targets. */
-  dialer: Dialer;
+  /** Opens streams to origins and CONNECT targets (given each request's flow context). */
+  outbound: Outbound;
+  /** The connection's part of every flow's context; default inbound `proxy`, nothing else known. */
+  flow?: FlowOrigin;
   /** When set, every request needs `Proxy-Authorization: Basic` with these (else 407). */
   auth?: ProxyCredentials;
   /** Aborting ends the connection: closes the client and upstream streams. */
@@ -657,7 +663,10 @@ class HttpProxyConnection {
 
   async #dial(target: Target): Promise<Duplex | number> {
     try {
-      const d = await this.#opts.dialer(target, this.#opts.signal);
+      const d = await this.#opts.outbound.dial(
+        { ...(this.#opts.flow ?? PROXY_ORIGIN), network: "tcp", target },
+        this.#opts.signal,
+      );
       if (this.#opts.signal?.aborted) {
         closeQuietly(d);
         throw new Deno.errors.Interrupted("proxy closing");

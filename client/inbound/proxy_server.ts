@@ -1,22 +1,20 @@
 /**
  * The client's local proxy inbound: one TCP port speaking SOCKS5 and HTTP
  * proxy, told apart by the first byte (0x05 → SOCKS5, anything else → HTTP).
- * Every accepted request becomes a call to the injected {@link Dialer}
- * followed by a relay.
+ * Every accepted request becomes a flow handed to the injected
+ * {@link Outbound} (the router) with its context — the inbound's name, the
+ * application's address and connection, the target — followed by a relay;
+ * SOCKS5 UDP ASSOCIATE opens one UDP flow on the same outbound.
  * @module
  */
 
-import type { Dialer, Target } from "../../shared/duplex.ts";
+import type { Target } from "../../shared/duplex.ts";
+import type { FlowOrigin, Outbound } from "../outbound/outbound.ts";
 import { BufferedReader, closeQuietly, isExpectedDisconnect } from "../../shared/pipe.ts";
 import { TimeoutLink, TimeoutQueue } from "../../shared/timeout_queue.ts";
 import { handleHttpProxy } from "./http.ts";
 import { handleSocks5, type ProxyCredentials } from "./socks5.ts";
-import {
-  newSocks5UdpStats,
-  type Socks5UdpStats,
-  UdpAssociation,
-  type UdpFlowOpener,
-} from "./socks5_udp.ts";
+import { newSocks5UdpStats, type Socks5UdpStats, UdpAssociation } from "./socks5_udp.ts";
 
 /** Options for {@link ProxyServer}. */
 export interface ProxyServerOptions {
@@ -24,8 +22,10 @@ export interface ProxyServerOptions {
   hostname: string;
   /** Port to listen on; 0 picks a free one (see {@link ProxyServer.addr}). */
   port: number;
-  /** Opens the stream for every request. */
-  dialer: Dialer;
+  /** Carries every request's flow (TCP streams and UDP associations). */
+  outbound: Outbound;
+  /** The inbound's name in flow contexts, which rules match (default `"proxy"`). */
+  inbound?: string;
   /** When set, SOCKS5 requires user/password (RFC 1929) and HTTP requires Proxy-Authorization Basic. */
   auth?: ProxyCredentials;
   /** A client must finish its request within this long after connecting (or after starting a next HTTP request); default 10 000 ms. */
@@ -36,9 +36,8 @@ export interface ProxyServerOptions {
   onError?: (e: unknown) => void;
   /** Called for every request once its target is known (after authentication). */
   onRequest?: (target: Target, protocol: "socks5" | "http") => void;
-  /** When set, SOCKS5 UDP ASSOCIATE is served through these flows (else it gets 0x07). */
+  /** When set, SOCKS5 UDP ASSOCIATE is served through the outbound's UDP flows (else it gets 0x07). */
   udp?: {
-    openFlow: UdpFlowOpener;
     /** An association without a datagram either way for this long ends; default 60 000 ms. */
     idleTimeoutMs?: number;
   };
@@ -188,8 +187,17 @@ export class ProxyServer {
       const first = await reader.peekByte();
       if (first === null || c.ctl.signal.aborted) return;
       const protocol = first === 0x05 ? "socks5" : "http";
+      const peer = c.conn.remoteAddr;
+      const local = c.conn.localAddr;
+      const source: Target = { host: peer.hostname, port: peer.port };
+      const flow: FlowOrigin = {
+        inbound: this.#opts.inbound ?? "proxy",
+        source,
+        conn: { network: "tcp", peer: source, local: { host: local.hostname, port: local.port } },
+      };
       const common = {
-        dialer: this.#opts.dialer,
+        outbound: this.#opts.outbound,
+        flow,
         auth: this.#opts.auth,
         signal: c.ctl.signal,
         onError: (e: unknown) => this.#report(e),
@@ -205,11 +213,12 @@ export class ProxyServer {
       if (protocol === "socks5") {
         const udp = this.#opts.udp;
         const udpAssociate = udp
-          ? async (): Promise<UdpAssociation> => {
+          ? async (hint: Target): Promise<UdpAssociation> => {
             let assoc: UdpAssociation;
             try {
               assoc = await UdpAssociation.open({
-                openFlow: udp.openFlow,
+                outbound: this.#opts.outbound,
+                flow: { ...flow, network: "udp", target: hint },
                 localHost: c.conn.localAddr.hostname,
                 clientHost: c.conn.remoteAddr.hostname,
                 idleTimeoutMs: udp.idleTimeoutMs,

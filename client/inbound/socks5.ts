@@ -6,11 +6,13 @@
  *
  * {@link socks5Handshake} parses a client's greeting and request from raw
  * bytes; {@link handleSocks5} runs a whole connection: handshake, dial through
- * the injected {@link Dialer}, reply, relay.
+ * the injected {@link Outbound} (the router) with the flow's context, reply,
+ * relay.
  * @module
  */
 
-import { type Dialer, DialError, type Duplex, type Target } from "../../shared/duplex.ts";
+import { DialError, type Duplex, type Target } from "../../shared/duplex.ts";
+import type { FlowOrigin, Outbound } from "../outbound/outbound.ts";
 import { formatIPv6, parseIPv4, parseIPv6 } from "../../shared/net/ip.ts";
 import type { UdpAssociation } from "./socks5_udp.ts";
 import {
@@ -283,27 +285,34 @@ export async function socks5Handshake(
   return { host, port, command, addressType };
 }
 
+/** The flow origin when the caller gives none. */
+const PROXY_ORIGIN: FlowOrigin = Object.freeze({ inbound: "proxy" });
+
 /** The success reply to a CONNECT (bound address 0.0.0.0:0), encoded once. */
 const SUCCEEDED = encodeSocks5Reply(Socks5Reply.Succeeded);
 
 /** What {@link handleSocks5} needs. */
 export interface Socks5Options {
-  /** Opens the stream to the requested target. */
-  dialer: Dialer;
+  /** Opens the stream to the requested target (given the flow's context). */
+  outbound: Outbound;
+  /** The connection's part of every flow's context; default inbound `proxy`, nothing else known. */
+  flow?: FlowOrigin;
   /** When set, clients must authenticate with these (method 0x02). */
   auth?: ProxyCredentials;
-  /** Aborting ends the connection (passed to the dialer and the relay). */
+  /** Aborting ends the connection (passed to the outbound and the relay). */
   signal?: AbortSignal;
   /** Called once the request has been read, before dialing (stops a handshake timer). */
   onHandshakeDone?: (target: Target) => void;
   /** Receives unexpected errors (expected disconnects are not reported). */
   onError?: (e: unknown) => void;
   /**
-   * When set, UDP ASSOCIATE is accepted: called to open the association; a
-   * rejection becomes reply 0x01, success replies with the association's bound
-   * address and serves it until the control connection closes.
+   * When set, UDP ASSOCIATE is accepted: called with the request's DST (where
+   * the client says it will send from; often 0.0.0.0:0) to open the
+   * association. A rejection becomes the reply its DialError maps to (0x01
+   * for anything else); success replies with the association's bound address
+   * and serves it until the control connection closes.
    */
-  udpAssociate?: () => Promise<UdpAssociation>;
+  udpAssociate?: (hint: Target) => Promise<UdpAssociation>;
 }
 
 /**
@@ -333,10 +342,10 @@ export async function handleSocks5(
     if (req.command === Socks5Command.UdpAssociate && opts.udpAssociate) {
       let assoc: UdpAssociation;
       try {
-        assoc = await opts.udpAssociate();
+        assoc = await opts.udpAssociate(target);
       } catch (e) {
         if (!(e instanceof DialError)) opts.onError?.(e);
-        await writeAll(conn, encodeSocks5Reply(Socks5Reply.GeneralFailure));
+        await writeAll(conn, encodeSocks5Reply(socks5ReplyForError(e)));
         return;
       }
       try {
@@ -353,7 +362,10 @@ export async function handleSocks5(
       return;
     }
     try {
-      upstream = await opts.dialer(target, opts.signal);
+      upstream = await opts.outbound.dial(
+        { ...(opts.flow ?? PROXY_ORIGIN), network: "tcp", target },
+        opts.signal,
+      );
     } catch (e) {
       if (!(e instanceof DialError)) opts.onError?.(e);
       await writeAll(conn, encodeSocks5Reply(socks5ReplyForError(e)));

@@ -1,7 +1,8 @@
 /**
  * SOCKS5 UDP ASSOCIATE (RFC 1928 §7), client side of the proxy: a local UDP
  * socket per association, the SOCKS UDP request header, and the hand-off of
- * each datagram to a {@link UdpFlowOpener} (the tunnel).
+ * each datagram to one UDP flow of an {@link Outbound} (the router, which
+ * routes each datagram by its target).
  *
  * An association accepts datagrams only from the IP address of its TCP
  * control connection (and, once the first one arrived, only from that port),
@@ -12,6 +13,7 @@
  */
 
 import type { Duplex, Target } from "../../shared/duplex.ts";
+import type { FlowContext, Outbound, UdpFlow } from "../outbound/outbound.ts";
 import { type DatagramSocket, openUdp } from "../../shared/net/datagram.ts";
 import { parseIPv4, parseIPv6 } from "../../shared/net/ip.ts";
 import { readAddress } from "../../shared/wire/udp.ts";
@@ -70,21 +72,7 @@ export function encodeSocks5Udp(from: Target, data: Uint8Array): Uint8Array | nu
   return out;
 }
 
-/** One association's way through the tunnel. */
-export interface UdpFlow {
-  /** Sends a datagram to `target`; false if it was dropped (no session, too big). */
-  send(target: Target, data: Uint8Array): boolean;
-  /** Forgets the flow; replies arriving afterwards are dropped. */
-  close(): void;
-}
-
-/**
- * Opens a flow whose replies (source address, payload) go to `onReply`.
- * Rejects when no flow can be opened (tunnel down, limit reached).
- */
-export type UdpFlowOpener = (
-  onReply: (from: Target, data: Uint8Array) => void,
-) => Promise<UdpFlow>;
+export type { UdpFlow, UdpFlowOpener } from "../outbound/outbound.ts";
 
 /** Counters of the UDP inbound, shared by every association of a proxy. */
 export interface Socks5UdpStats {
@@ -98,7 +86,7 @@ export interface Socks5UdpStats {
   foreignDropped: number;
   /** Datagrams with an unparsable header. */
   malformedDropped: number;
-  /** Datagrams the tunnel refused (too big for one packet, no session). */
+  /** Datagrams the outbound refused (too big for one packet, no session, blocked). */
   sendFailed: number;
 }
 
@@ -118,8 +106,10 @@ export function newSocks5UdpStats(): Socks5UdpStats {
 
 /** Settings of a UDP association. */
 export interface UdpAssociateOptions {
-  /** Opens the tunnel flow. */
-  openFlow: UdpFlowOpener;
+  /** Opens the association's UDP flow. */
+  outbound: Outbound;
+  /** The association's flow context (network `udp`; each datagram names its own target). */
+  flow: FlowContext;
   /** Local address of the control connection: the UDP socket binds to its host. */
   localHost: string;
   /** IP address of the client (the control connection's peer). */
@@ -162,7 +152,7 @@ export class UdpAssociation {
   /** Opens the flow and binds the socket; rejects if either fails. */
   static async open(opts: UdpAssociateOptions): Promise<UdpAssociation> {
     let assoc: UdpAssociation | null = null;
-    const flow = await opts.openFlow((from, data) => assoc?.reply(from, data));
+    const flow = await opts.outbound.openUdp(opts.flow, (from, data) => assoc?.reply(from, data));
     let sock: DatagramSocket;
     try {
       sock = openUdp(plainHost(opts.localHost), 0, { impl: "deno" });

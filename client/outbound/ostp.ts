@@ -23,7 +23,7 @@ import {
 import { CloseCode, Session, type SessionConfig } from "../../shared/session/session.ts";
 import { encodeOpenRequest, readOpenReply } from "../../shared/wire/open.ts";
 import { decodeUdpDatagram, encodeUdpDatagram } from "../../shared/wire/udp.ts";
-import type { UdpFlow, UdpFlowOpener } from "../inbound/socks5_udp.ts";
+import type { UdpFlow, UdpFlowOpener } from "./outbound.ts";
 import { PacketCodec } from "../../shared/wire/packet.ts";
 import { writeAll } from "../../shared/pipe.ts";
 import { type DatagramSocket, openUdp } from "../../shared/net/datagram.ts";

@@ -1,7 +1,8 @@
 /**
- * What the router knows about a flow when it picks an outbound for it. An
- * inbound fills one in per TCP connection or UDP association and the router
- * reads it; nothing here does I/O.
+ * What the router and the outbounds know about a flow: the one context an
+ * inbound fills in per TCP connection or UDP association, which the router
+ * reads to pick an outbound and the outbound reads to carry the flow. Nothing
+ * here does I/O.
  * @module
  */
 
@@ -10,7 +11,20 @@ import type { Target } from "../../shared/duplex.ts";
 /** Transport of a flow. */
 export type Network = "tcp" | "udp";
 
-/** One flow, as the router sees it. */
+/**
+ * The application's own connection to an inbound, as accepted: its transport
+ * and both ends. The router finds the program that owns it (process rules).
+ */
+export interface InboundConn {
+  /** Transport of that connection (a SOCKS5 UDP association names its TCP control connection). */
+  network: Network;
+  /** The application's end: the accepted socket's remote address. */
+  peer: Target;
+  /** Our end: the accepted socket's local address. */
+  local: Target;
+}
+
+/** One flow, as the router and the outbounds see it. */
 export interface FlowContext {
   /** Name of the inbound that accepted the flow (`proxy`, `tun`, a mapping's name). */
   inbound: string;
@@ -19,7 +33,9 @@ export interface FlowContext {
   /**
    * What the application asked for: the SOCKS5 host name or address, the
    * HTTP `Host` / `CONNECT` authority, or the TUN packet's destination.
-   * `host` is a domain name, dotted IPv4 or IPv6 without brackets.
+   * `host` is a domain name, dotted IPv4 or IPv6 without brackets. Outbounds
+   * connect to this. For a UDP flow it is the association's declared
+   * destination, and each datagram names its own target.
    */
   target: Target;
   /**
@@ -34,10 +50,19 @@ export interface FlowContext {
   source?: Target;
   /**
    * File name of the application's executable (`curl`, `Discord.exe`), no
-   * directory, when the inbound could find it.
+   * directory, when the inbound (or the router, from {@link conn}) found it.
    */
   process?: string;
+  /** The application's connection to the inbound, for the process lookup. */
+  conn?: InboundConn;
 }
+
+/**
+ * What an inbound knows of a connection before the application names a
+ * target: its name, the application's address and connection. Each request
+ * adds `network` and `target` to make the {@link FlowContext}.
+ */
+export type FlowOrigin = Omit<FlowContext, "network" | "target">;
 
 /** The router's answer for one flow. */
 export interface RouteDecision {

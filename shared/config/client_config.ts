@@ -27,11 +27,14 @@ import {
   singleSecretLine,
 } from "./secrets.ts";
 import { readControlSetting } from "./control.ts";
+import { readRoutingConfig, ROUTING_FIELDS } from "../../client/router/config.ts";
 
 export type { ClientConfig } from "./types.ts";
 
 /** Default values of every client field that has one (everything but `server` and `key`). */
-export const CLIENT_DEFAULTS: Readonly<Omit<ClientConfig, "server" | "key" | "auth">> = Object
+export const CLIENT_DEFAULTS: Readonly<
+  Omit<ClientConfig, "server" | "key" | "auth" | "routing">
+> = Object
   .freeze({
     listen: { host: "127.0.0.1", port: 1088 },
     mux: 1,
@@ -58,7 +61,11 @@ export const CLIENT_FIELDS = [
   "reconnect",
   "log",
   "control",
+  ...ROUTING_FIELDS,
 ] as const;
+
+/** Names of the client's inbounds, which `rules[].inbound` may name. */
+export const CLIENT_INBOUNDS = ["proxy"] as const;
 
 /** Smallest and largest MTU either side accepts. */
 export const MTU_RANGE = { min: 576, max: 65000 } as const;
@@ -185,8 +192,9 @@ export function parseClientConfig(
     log: readLogConfig(r),
   };
   const control = readControlSetting(r);
+  const routing = readRoutingConfig(r, { inbounds: CLIENT_INBOUNDS });
   if (issues.length > 0 || !server || !key) throw new ConfigError(issues, source);
-  const out: ClientConfig = { ...cfg, server, key };
+  const out: ClientConfig = { ...cfg, server, key, routing };
   if (auth) out.auth = auth;
   if (control !== undefined) out.control = control;
   return out;
@@ -247,6 +255,31 @@ export function clientConfigTemplate(
   // Default: $XDG_RUNTIME_DIR/ostp/client.sock, /run/ostp/client.sock as root, else
   // <temp dir>/ostp-<uid>/client.sock.
   // "control": "/run/user/1000/ostp/client.sock",
+
+  // Routing (docs/routing.md): which outbound carries each flow. The built-in outbounds
+  // are "ostp" (the tunnel), "direct" (from this host) and "block" (refused).
+  // Always direct, before the rules: domain suffixes, CIDRs, program file names.
+  // "exclude": {
+  //   "domains": ["trusted-site.com", "local.lan"],
+  //   "ips": ["192.168.1.0/24", "10.0.0.0/8"],
+  //   "processes": ["discord.exe", "steam.exe"]
+  // },
+  // Tried in order, first match wins; every matcher of a rule must match. Matchers:
+  // domain, domainSuffix, ip, port (443 or "8000-8100"), network ("tcp"|"udp"),
+  // inbound ("proxy"), process.
+  // "rules": [
+  //   { "port": 25, "outbound": "block" },
+  //   { "domainSuffix": ["corp.example"], "outbound": "corp" }
+  // ],
+  // More outbounds: "http" sends TCP through an HTTP CONNECT proxy (it cannot carry UDP).
+  // "outbounds": [
+  //   { "name": "corp", "type": "http", "url": "http://user:pass@proxy.corp.example:3128" }
+  // ],
+  // Outbound of flows no rule matches.
+  // "defaultOutbound": "ostp",
+  // Host names and "ip" rules: with never, a name is resolved where the flow leaves (the
+  // server for "ostp"); with onDemand, here when an "ip" rule could change the decision.
+  // "resolve": "never",
 }
 `;
 }

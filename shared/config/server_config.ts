@@ -28,6 +28,7 @@ import {
 } from "./types.ts";
 import { readConfigSecretFiles, secretFileAt, type SecretFiles, secretLines } from "./secrets.ts";
 import { readControlSetting } from "./control.ts";
+import { readEgressConfig } from "./egress.ts";
 
 export type { ServerConfig } from "./types.ts";
 
@@ -48,6 +49,7 @@ export const SERVER_DEFAULTS: Readonly<Omit<ServerConfig, "keys" | "publicAddres
     maxStreamsPerSession: 8192,
     mtu: 1350,
     log: DEFAULT_LOG,
+    egress: Object.freeze({ allow: [], deny: [] }),
   });
 
 /** The fields a server config file may contain. */
@@ -71,6 +73,7 @@ export const SERVER_FIELDS = [
   "statsFlushInterval",
   "api",
   "control",
+  "egress",
 ] as const;
 
 /** The fields of one `users[]` entry. */
@@ -279,6 +282,7 @@ export function parseServerConfig(
     users,
     stateFile,
     statsFlushInterval: r.seconds("statsFlushInterval", d.statsFlushInterval, 0.1, 3600),
+    egress: readEgressConfig(r.get("egress"), "egress", issues),
   };
   if (publicAddress) cfg.publicAddress = publicAddress;
   const control = readControlSetting(r);
@@ -347,6 +351,12 @@ ${keyLines}
   // "control": "/run/ostp/server.sock",
   // Management API (docs/api.md), off unless set; keep it on loopback.
   // "api": { "listen": "127.0.0.1:9090", "token": "a long random secret" },
+  // Egress policy (docs/egress.md): the server refuses to connect, for its clients, to loopback,
+  // private (RFC 1918), link-local (cloud metadata), CGNAT, multicast and other non-global
+  // ranges, IPv6 ULA/link-local, the IPv4-mapped forms of all of them, and its own addresses.
+  // "allow" opens exceptions, "deny" refuses more; each entry is a CIDR or an address,
+  // optionally with ":port" or ":lo-hi" (IPv6 in brackets then); the most specific entry wins.
+  // "egress": { "allow": ["10.91.2.0/24", "127.0.0.1:8080"], "deny": ["0.0.0.0/0:25"] },
   // Address that share links advertise, if clients reach the server under another address.
   // "publicAddress": "vpn.example.com:8443",
   // Most concurrent sessions.

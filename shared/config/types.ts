@@ -11,6 +11,8 @@
  */
 
 import { parseAccessKey } from "../crypto/keys.ts";
+import type { EgressConfig } from "./egress.ts";
+import type { RoutingConfig } from "../../client/router/config.ts";
 
 /** Log levels, from the most verbose to the least. */
 export const LOG_LEVELS = ["trace", "debug", "info", "warning", "error"] as const;
@@ -88,6 +90,11 @@ export interface ServerConfig {
   statsFlushInterval: number;
   /** Control socket path; `false`: none; absent: the default path (`shared/control/path.ts`). */
   control?: string | false;
+  /**
+   * Egress policy exceptions and additions (docs/egress.md); default both empty: the built-in
+   * list of non-global ranges and the server's own addresses is refused.
+   */
+  egress: EgressConfig;
 }
 
 /** A named user of the server (`users[]` in the config file). */
@@ -146,6 +153,11 @@ export interface ClientConfig {
   log: LogConfig;
   /** Control socket path; `false`: none; absent: the default path (`shared/control/path.ts`). */
   control?: string | false;
+  /**
+   * Routing: `exclude`, `rules`, `outbounds`, `defaultOutbound` and `resolve`,
+   * validated and compiled (`client/router/config.ts`, docs/routing.md).
+   */
+  routing: RoutingConfig;
 }
 
 /** One problem found in a configuration. */

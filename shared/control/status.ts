@@ -136,7 +136,8 @@ function lines(obj: Record<string, unknown>, indent: string, prefix = ""): strin
 
 /**
  * A readable rendering of a status answer: `stats` as aligned lines, other
- * scalar fields (`rssBytes`), then `users` one line each (server).
+ * scalar fields (`rssBytes`), then lists one line per item: `users` (server),
+ * `rules` with their hit counts (client).
  */
 export function formatStatus(answer: Record<string, unknown>, title: string): string {
   const out = [title];
@@ -151,9 +152,10 @@ export function formatStatus(answer: Record<string, unknown>, title: string): st
           out.push(`  ${JSON.stringify(item)}`);
           continue;
         }
-        const { name, ...rest } = item;
+        // Users have a name, the client's rules a label.
+        const { name, label, ...rest } = item;
         const fields = Object.entries(rest).map(([f, x]) => `${f} ${value(f, x)}`);
-        out.push(`  ${String(name ?? "?")}: ${fields.join(", ")}`);
+        out.push(`  ${String(name ?? label ?? "?")}: ${fields.join(", ")}`);
       }
     } else out.push(`${k.padEnd(KEY_WIDTH + 2)} ${value(k, v)}`);
   }

@@ -36,9 +36,11 @@ async function httpGetViaProxy(proxyPort: number, url: string): Promise<string> 
 Deno.test("library: start, subscribe to events, transfer, stop", async () => {
   const origin = startOrigin();
   const key = formatAccessKey(generateAccessKey(), "hex");
-  const server = new OstpServer(parseServerConfig({ listen: ["127.0.0.1:0"], keys: [key] }), {
-    statsIntervalMs: 100,
-  });
+  // The origin is on loopback, which the egress policy refuses unless allowed.
+  const server = new OstpServer(
+    parseServerConfig({ listen: ["127.0.0.1:0"], keys: [key], egress: { allow: ["127.0.0.0/8"] } }),
+    { statsIntervalMs: 100 },
+  );
   const serverStates: string[] = [];
   server.events.on("state", (e) => serverStates.push(e.state));
   const sessions: string[] = [];

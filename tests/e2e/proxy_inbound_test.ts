@@ -6,6 +6,7 @@
 import { ProxyServer, type ProxyServerOptions } from "../../client/inbound/proxy_server.ts";
 import { directDialer, toDialError } from "../../shared/net/direct.ts";
 import { type Dialer, DialError, type Target } from "../../shared/duplex.ts";
+import { dialerOutbound } from "../../client/outbound/outbound.ts";
 
 function assertEquals(actual: unknown, expected: unknown, msg?: string): void {
   const a = JSON.stringify(actual);
@@ -87,7 +88,7 @@ async function withProxy(
   const proxy = new ProxyServer({
     hostname: "127.0.0.1",
     port: 0,
-    dialer,
+    outbound: dialerOutbound(dialer),
     onError: (e) => errors.push(e),
     onRequest: (t, p) => requests.push([t, p]),
     ...opts,

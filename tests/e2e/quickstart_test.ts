@@ -23,6 +23,12 @@ Deno.test({
     try {
       const m = await d.waitFor(/proxy ready: socks5:\/\/(\S+) and http/, 60_000);
       assert(d.output.some((l) => /share link: ostp:\/\//.test(l)), "prints the share link");
+      // Its origin lives on loopback, which the server's egress policy refuses by default: the
+      // quickstart opens loopback and says so.
+      assert(
+        d.output.some((l) => /egress: .*allows loopback \(127\.0\.0\.0\/8, ::1\/128\)/.test(l)),
+        "says that it allows loopback",
+      );
       const r = await curl(["-x", `socks5h://${m[1]}`, `http://127.0.0.1:${origin.port}/hello`]);
       assertEquals(r.code, 0, r.stderr);
       assertEquals(new TextDecoder().decode(r.stdout), "hello\n");

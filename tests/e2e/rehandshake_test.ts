@@ -15,7 +15,12 @@ import { UdpRelay } from "../support/udp_relay.ts";
 
 function startServer(key: Uint8Array): OstpServer {
   const server = new OstpServer(
-    parseServerConfig({ listen: ["127.0.0.1:0"], keys: [formatAccessKey(key, "hex")] }),
+    parseServerConfig({
+      listen: ["127.0.0.1:0"],
+      keys: [formatAccessKey(key, "hex")],
+      // The origin is on loopback, which the egress policy refuses unless allowed.
+      egress: { allow: ["127.0.0.0/8"] },
+    }),
   );
   server.start();
   return server;

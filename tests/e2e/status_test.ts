@@ -91,7 +91,15 @@ Deno.test({
       const ca = JSON.parse(c.stdout);
       assertEquals(ca.stats.sessions, 1);
       assert(ca.stats.bytesReceived > 0, c.stdout);
-      assertEquals(Object.keys(ca).sort(), ["ok", "stats"]);
+      assertEquals(Object.keys(ca).sort(), ["ok", "rules", "stats"]);
+      // No routing config: one entry, the default, which carried the request.
+      assertEquals(ca.rules, [{ rule: -1, label: "default", outbound: "ostp", hits: 1 }]);
+      assertEquals(ca.stats.routerUdp, { flows: 0, blocked: 0, noUdp: 0, failed: 0 });
+      const ch = await status("client/main.ts", ["--control", clientSock]);
+      assert(
+        /^rules \(1\):\n {2}default: rule -1, outbound ostp, hits 1$/m.test(ch.stdout),
+        ch.stdout,
+      );
 
       // A second daemon on the same socket warns, runs without one, and leaves the first's alone.
       const second = spawnDeno("server2", "server/main.ts", [
@@ -131,10 +139,12 @@ Deno.test({
       );
       assert(String(bad.message).includes("keys[0]"), String(bad.message));
       assertEquals((await get()).code, 0, "the running config stayed");
-      // Unknown commands are refused; the daemon carries on.
-      const unknown = await queryControl(clientSock, { cmd: "reload" });
+      // The client reloads too (its routing); unknown commands are refused; it carries on.
+      const cr = await client.daemon.control({ cmd: "reload" });
+      assertEquals([cr.rules, cr.needsRestart], [0, []]);
+      const unknown = await queryControl(clientSock, { cmd: "frobnicate" });
       assertEquals(unknown.ok, false);
-      assertEquals(unknown.error, "unknown command (known: status, hop)");
+      assertEquals(unknown.error, "unknown command (known: status, hop, reload)");
       assert(await client.daemon.alive());
 
       await client.daemon.stop();

@@ -35,6 +35,19 @@ export function freePort(transport: "tcp" | "udp" = "tcp"): number {
 const DAEMON_ENTRIES = ["server/main.ts", "client/main.ts"];
 const SUBCOMMANDS = ["init", "check", "genkey", "links", "status"];
 
+/**
+ * The egress allows every test server gets unless the test picks its policy: the e2e tests'
+ * origins live on loopback, which the built-in policy refuses (docs/egress.md). The netns test
+ * beds add their target subnet (tests/support/netns.ts).
+ */
+export const TEST_EGRESS_ALLOW: readonly string[] = ["127.0.0.0/8", "::1/128"];
+
+/**
+ * Marker argument for a test server that runs with the built-in egress policy and no test
+ * allows; {@link withControlSocket} removes it before spawning.
+ */
+export const EGRESS_DEFAULT = "--egress-default";
+
 /** Arguments plus the control socket a spawned daemon should use (null: none added). */
 export interface ControlledArgs {
   args: string[];
@@ -50,13 +63,29 @@ export interface ControlledArgs {
  * a `--control <path>` already there is used as is, `--no-control` respected,
  * and other commands are left alone. A server also gets `--print-links`: its
  * stdout is a pipe here, and tests read the share link from it.
+ *
+ * A server also gets `--egress-allow <entry>` for each of `egressAllow`
+ * (default {@link TEST_EGRESS_ALLOW}: loopback, where the tests' origins
+ * listen) — unless its arguments already hold a `--egress-…` flag (the test
+ * chose its policy) or the {@link EGRESS_DEFAULT} marker, which is removed and
+ * leaves the built-in policy alone. A config file's `egress` is not looked at:
+ * a test whose config sets one passes a flag or the marker too.
  */
-export function withControlSocket(name: string, entry: string, args: string[]): ControlledArgs {
+export function withControlSocket(
+  name: string,
+  entry: string,
+  args: string[],
+  egressAllow: readonly string[] = TEST_EGRESS_ALLOW,
+): ControlledArgs {
   if (!DAEMON_ENTRIES.includes(entry) || SUBCOMMANDS.includes(args[0])) {
     return { args, controlPath: null, controlDir: null };
   }
-  if (entry === "server/main.ts" && !args.includes("--print-links")) {
-    args = [...args, "--print-links"];
+  if (entry === "server/main.ts") {
+    if (args.includes(EGRESS_DEFAULT)) args = args.filter((a) => a !== EGRESS_DEFAULT);
+    else if (!args.some((a) => a.startsWith("--egress-"))) {
+      args = [...args, ...egressAllow.flatMap((e) => ["--egress-allow", e])];
+    }
+    if (!args.includes("--print-links")) args = [...args, "--print-links"];
   }
   const given = args.indexOf("--control");
   if (given >= 0) return { args, controlPath: args[given + 1] ?? null, controlDir: null };

@@ -7,7 +7,7 @@
  */
 
 import { CLEAN, type Impairment } from "./linkemu.ts";
-import { Daemon, withControlSocket } from "./daemons.ts";
+import { Daemon, TEST_EGRESS_ALLOW, withControlSocket } from "./daemons.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 
@@ -43,6 +43,13 @@ export const ADDR = {
   serverLan: "10.202.0.1",
   target: "10.202.0.2",
 } as const;
+
+/**
+ * The server ⇄ target subnet: where the testbeds' origins listen. Servers spawned with
+ * {@link Testbed.spawnDeno} allow it (and loopback) past the egress policy; the server's own
+ * address there stays refused.
+ */
+export const TARGET_SUBNET = "10.202.0.0/24";
 
 /** Three namespaces and an emulated link between client and server. */
 export class Testbed {
@@ -182,10 +189,12 @@ export class Testbed {
   /**
    * Spawns a Deno script of the project inside namespace `ns`; a daemon gets
    * its own control socket in a temporary directory (reachable from outside
-   * the namespace: Unix socket paths are not per network namespace).
+   * the namespace: Unix socket paths are not per network namespace), and a
+   * server the egress allows for loopback and {@link TARGET_SUBNET} (see
+   * {@link withControlSocket}).
    */
   spawnDeno(name: string, ns: string, entry: string, args: string[]): Daemon {
-    const c = withControlSocket(name, entry, args);
+    const c = withControlSocket(name, entry, args, [...TEST_EGRESS_ALLOW, TARGET_SUBNET]);
     return this.spawn(name, ns, Deno.execPath(), [
       "run",
       "-A",

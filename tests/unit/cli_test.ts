@@ -195,6 +195,75 @@ Deno.test("server cli: errors name the flag or the field, and never echo keys", 
   assert(errorText(await parseServerArgs(["extra", "-k", hex(K1)])).includes("too many arguments"));
 });
 
+Deno.test("server cli: --egress-allow and --egress-deny repeat and add to the file's lists", async () => {
+  const entries = (list: { prefix: { bits: number }; ports: unknown }[]) =>
+    list.map((e) => [e.prefix.bits, e.ports]);
+  const file = (egress: unknown) => JSON.stringify({ keys: [hex(K1)], egress });
+  // Flags alone.
+  const alone = runServer(
+    await parseServerArgs([
+      "-k",
+      hex(K1),
+      "--egress-allow",
+      "127.0.0.1:8080",
+      "--egress-allow",
+      "[::1]:8000-8100",
+      "--egress-deny",
+      "0.0.0.0/0:25",
+    ]),
+  );
+  const [local, v6] = entries(alone.egress.allow);
+  assertEquals(local, [128, { lo: 8080, hi: 8080 }]);
+  assertEquals(v6, [128, { lo: 8000, hi: 8100 }]);
+  assertEquals(entries(alone.egress.deny), [[96, { lo: 25, hi: 25 }]]);
+  // Without flags or a file: both empty.
+  const none = runServer(await parseServerArgs(["-k", hex(K1)]));
+  assertEquals(none.egress, { allow: [], deny: [] });
+  await withDir(async (dir) => {
+    const path = `${dir}/server.json`;
+    await Deno.writeTextFile(path, file({ allow: ["10.91.2.0/24"], deny: ["10.0.0.0/8:22"] }));
+    const cfg = runServer(
+      await parseServerArgs([
+        "-c",
+        path,
+        "--egress-allow",
+        "127.0.0.0/8",
+        "--egress-deny",
+        "[::]/0:25",
+      ]),
+    );
+    assertEquals(entries(cfg.egress.allow), [[96 + 24, null], [96 + 8, null]]);
+    assertEquals(entries(cfg.egress.deny), [[96 + 8, { lo: 22, hi: 22 }], [0, { lo: 25, hi: 25 }]]);
+    // A file with only one list gets the other from the flags.
+    await Deno.writeTextFile(path, file({ deny: ["0.0.0.0/0:25"] }));
+    const one = runServer(await parseServerArgs(["-c", path, "--egress-allow", "127.0.0.1"]));
+    assertEquals([one.egress.allow.length, one.egress.deny.length], [1, 1]);
+    // Errors name the flag (and which one, when it repeats) or the file's entry; never the text.
+    await Deno.writeTextFile(path, file({ allow: ["10.1.2.3/8"] }));
+    const text = errorText(
+      await parseServerArgs([
+        "-c",
+        path,
+        "--egress-allow",
+        "127.0.0.1",
+        "--egress-allow",
+        "private-name.example",
+        "--egress-deny",
+        "10.0.0.0/8:0",
+      ]),
+    );
+    for (
+      const part of [
+        "egress.allow[0]: host bits are set past /8",
+        "--egress-allow #2: ",
+        "--egress-deny: ports must be 1..65535",
+      ]
+    ) assert(text.includes(part), `lacks ${JSON.stringify(part)}:\n${text}`);
+    assert(!text.includes("--egress-allow #1"), text);
+    assert(!text.includes("private-name"), "an entry is never echoed");
+  });
+});
+
 // --- client ----------------------------------------------------------------
 
 const LINK = encodeShareLink({

@@ -19,8 +19,11 @@ import {
   loadClientConfig,
   parseClientConfig,
 } from "../../shared/config/client_config.ts";
+import { parseRoutingConfig } from "../../client/router/config.ts";
 
 const KEY = new Uint8Array(32).map((_, i) => i);
+/** The routing of a config without routing fields: no rules, everything to ostp. */
+const NO_ROUTING = parseRoutingConfig({});
 const KEY_HEX = formatAccessKey(KEY, "hex");
 const KEY_B64 = formatAccessKey(KEY, "base64url");
 const KEY2 = new Uint8Array(32).fill(0xab);
@@ -170,6 +173,7 @@ Deno.test("server config: defaults", () => {
     users: [],
     stateFile: null,
     statsFlushInterval: 5,
+    egress: { allow: [], deny: [] },
   });
   assertEquals(cfg.publicAddress, undefined);
   // The defaults object is not shared with results.
@@ -318,10 +322,67 @@ Deno.test("server config: template parses to the defaults and documents every fi
       "maxStreamsPerSession",
       "mtu",
       "log",
+      "egress",
     ]
   ) assert(text.includes(`"${f}"`), `template lacks ${f}`);
+  // The commented egress example is valid config.
+  const example = /\/\/ ("egress": \{.*\}),$/m.exec(text);
+  assert(example, "template shows an egress example");
+  const withExample = parseServerConfig(parseJsonc(`{"keys": ["${KEY_HEX}"], ${example[1]}}`));
+  assertEquals(withExample.egress.allow.length, 2);
+  assertEquals(withExample.egress.deny.length, 1);
   // Without keys a fresh one is generated, so the template is valid as is.
   assertEquals(parseServerConfig(parseJsonc(serverConfigTemplate())).keys.length, 1);
+});
+
+Deno.test("server config: egress entries are parsed, defaults are empty and fresh", () => {
+  const cfg = parseServerConfig({
+    keys: [KEY_HEX],
+    egress: {
+      allow: ["10.91.2.0/24", "127.0.0.1/32", "127.0.0.1:8080", "[::1]:8000-8100"],
+      deny: ["0.0.0.0/0:25"],
+    },
+  });
+  assertEquals(cfg.egress.allow.map((e) => [e.prefix.bits, e.ports]), [
+    [96 + 24, null],
+    [128, null],
+    [128, { lo: 8080, hi: 8080 }],
+    [128, { lo: 8000, hi: 8100 }],
+  ]);
+  assertEquals(cfg.egress.deny.map((e) => [e.prefix.bits, e.ports]), [[96, { lo: 25, hi: 25 }]]);
+  // Each list is optional; absent means empty, and results do not share the defaults' arrays.
+  const a = parseServerConfig({ keys: [KEY_HEX], egress: { deny: ["10.0.0.0/8:22"] } });
+  assertEquals([a.egress.allow.length, a.egress.deny.length], [0, 1]);
+  const b = parseServerConfig({ keys: [KEY_HEX] });
+  b.egress.allow.push(a.egress.deny[0]);
+  assertEquals(SERVER_DEFAULTS.egress.allow.length, 0);
+  assertEquals(parseServerConfig({ keys: [KEY_HEX] }).egress.allow.length, 0);
+});
+
+Deno.test("server config: egress problems name the entry by its path and never echo it", () => {
+  const issues = issuesOf(() =>
+    parseServerConfig({
+      keys: [KEY_HEX],
+      egress: {
+        allow: ["10.1.2.3/8", 7, "::1:8000-8100", "secret-host.example"],
+        deny: "0.0.0.0/0",
+        block: [],
+      },
+    })
+  );
+  hasIssue(issues, "egress.allow[0]: host bits are set past /8 (the network is 10.0.0.0/8)");
+  hasIssue(issues, "egress.allow[1]: expected a string, got a number");
+  hasIssue(issues, "egress.allow[2]: ");
+  assert(issues.some((i) => i.startsWith("egress.allow[2]") && i.includes("brackets")));
+  hasIssue(issues, "egress.allow[3]: ");
+  hasIssue(issues, "egress.deny: expected an array of strings, got a string");
+  hasIssue(issues, 'egress.block: unknown field (expected "allow" or "deny")');
+  assertEquals(issues.length, 6);
+  assert(!issues.join("\n").includes("secret-host"), "an entry is never repeated");
+  hasIssue(
+    issuesOf(() => parseServerConfig({ keys: [KEY_HEX], egress: ["127.0.0.1"] })),
+    "egress: expected an object, got an array",
+  );
 });
 
 Deno.test("server config: load from a file; missing file and bad JSON name the file", async () => {
@@ -371,6 +432,7 @@ Deno.test("client config: defaults", () => {
     connectTimeout: 10,
     reconnect: { initialDelay: 0.5, maxDelay: 30 },
     log: { level: "info", format: "text" },
+    routing: NO_ROUTING,
   });
   assertEquals(cfg.auth, undefined);
 });
@@ -472,7 +534,15 @@ Deno.test("client config: the password and key never appear in error messages", 
 Deno.test("client config: template parses to the defaults; load from a file", async () => {
   const text = clientConfigTemplate({ server: { host: "::1", port: 9 }, key: KEY });
   const cfg = parseClientConfig(parseJsonc(text));
-  assertEquals(cfg, { ...CLIENT_DEFAULTS, server: { host: "::1", port: 9 }, key: KEY } as unknown);
+  assertEquals(
+    cfg,
+    {
+      ...CLIENT_DEFAULTS,
+      server: { host: "::1", port: 9 },
+      key: KEY,
+      routing: NO_ROUTING,
+    } as unknown,
+  );
   for (
     const f of [
       "server",
@@ -497,4 +567,74 @@ Deno.test("client config: template parses to the defaults; load from a file", as
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("client config: routing fields, the exclude block as users write it", () => {
+  const cfg = parseClientConfig(parseJsonc(`{
+    "server": "vpn.example.net:8443",
+    "key": "${KEY_HEX}",
+    "exclude": {
+      "domains": ["trusted-site.com", "local.lan"],
+      "ips": ["192.168.1.0/24", "10.0.0.0/8"],
+      "processes": ["discord.exe", "steam.exe"]
+    },
+    "rules": [
+      { "port": 25, "outbound": "block" },
+      { "inbound": "proxy", "network": "udp", "outbound": "direct" },
+      { "domainSuffix": "corp.example", "outbound": "corp" }
+    ],
+    "outbounds": [{ "name": "corp", "type": "http", "url": "http://u:p@proxy.corp.example:3128" }],
+    "defaultOutbound": "ostp",
+    "resolve": "onDemand"
+  }`));
+  assertEquals(cfg.routing.rules.map((r) => `${r.label} ${r.outbound}`), [
+    "exclude.domains direct",
+    "exclude.ips direct",
+    "exclude.processes direct",
+    "rules[0] block",
+    "rules[1] direct",
+    "rules[2] corp",
+  ]);
+  assertEquals(cfg.routing.resolve, "onDemand");
+  assertEquals(cfg.routing.outbounds.map((o) => o.name), ["ostp", "direct", "block", "corp"]);
+});
+
+Deno.test("client config: routing errors name the field; the proxy password never shows", () => {
+  const issues = issuesOf(() =>
+    parseClientConfig({
+      server: "vpn.example.net:8443",
+      key: KEY_HEX,
+      exclude: { domains: ["*.x.com"], hosts: [] },
+      rules: [{ inbound: "tun", outbound: "direct" }, { port: 1, outbound: "nowhere" }],
+      outbounds: [{ name: "p", type: "http", url: "ftp://u:sekrit@h:1" }],
+    })
+  );
+  assertEquals(issues, [
+    "exclude.hosts: unknown field",
+    "exclude.domains[0]: wildcards are not supported: a suffix already matches every subdomain",
+    'outbounds[0].url: the scheme must be "http" (a proxy spoken to in plain HTTP CONNECT)',
+    "rules[0].inbound: no inbound has this name",
+    'rules[1].outbound: unknown outbound (not one of "ostp", "direct", "block" nor declared in "outbounds")',
+  ]);
+  assert(!issues.join("\n").includes("sekrit"));
+});
+
+Deno.test("client config: the template's routing examples, uncommented, validate", () => {
+  const text = clientConfigTemplate({ server: { host: "::1", port: 9 }, key: KEY });
+  const lines = text.split("\n");
+  const start = lines.findIndex((l) => l.includes('// "exclude": {'));
+  assert(start > 0, "the template shows the exclude block");
+  const uncommented = lines.map((l, i) =>
+    i >= start ? l.replace(/^(\s*)\/\/ (?=[\s"{}\]])/, "$1") : l
+  )
+    .join("\n");
+  const cfg = parseClientConfig(parseJsonc(uncommented));
+  assertEquals(cfg.routing.rules.map((r) => r.label), [
+    "exclude.domains",
+    "exclude.ips",
+    "exclude.processes",
+    "rules[0]",
+    "rules[1]",
+  ]);
+  assertEquals(cfg.routing.outbounds.at(-1)?.name, "corp");
 });

@@ -12,6 +12,7 @@ import {
   stripHopByHop,
 } from "../../client/inbound/http.ts";
 import { DialError, type DialFailure, type Duplex, type Target } from "../../shared/duplex.ts";
+import { dialerOutbound } from "../../client/outbound/outbound.ts";
 import {
   BufferedReader,
   decodeLatin1,
@@ -85,7 +86,7 @@ function start(
   const done = handleHttpProxy(server, {
     auth: opts.auth,
     maxHeaderBytes: opts.maxHeaderBytes,
-    dialer: (target) => {
+    outbound: dialerOutbound((target) => {
       dials.push(target);
       if (opts.fail !== undefined) return Promise.reject(opts.fail);
       const [near, far] = duplexPair();
@@ -93,7 +94,7 @@ function start(
       origins.push(o);
       waiting.shift()?.(o);
       return Promise.resolve(near);
-    },
+    }),
     onError: (e) => errors.push(e),
   });
   let taken = 0;
@@ -598,11 +599,11 @@ Deno.test("http: aborting the signal closes client and upstream", async () => {
   let origin: Duplex | undefined;
   const done = handleHttpProxy(server, {
     signal: ctl.signal,
-    dialer: () => {
+    outbound: dialerOutbound(() => {
       const [near, far] = duplexPair();
       origin = far;
       return Promise.resolve(near);
-    },
+    }),
   });
   await send(client, "GET http://o.test/ HTTP/1.1\r\n\r\n");
   const o = new BufferedReader((await waitFor(() => origin))!);
@@ -750,12 +751,12 @@ Deno.test("http: random input never throws, hangs or reports an error", async ()
     const errors: unknown[] = [];
     const done = handleHttpProxy(server, {
       auth: rand() < 0.3 ? { username: "u", password: "p" } : undefined,
-      dialer: () => {
+      outbound: dialerOutbound(() => {
         const [near, far] = duplexPair();
         // The origin answers with something plausible, then hangs up.
         far.write(text("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")).then(() => far.close());
         return Promise.resolve(near);
-      },
+      }),
       onError: (e) => errors.push(e),
     });
     let input = "";

@@ -7,6 +7,7 @@ import {
 } from "../../client/inbound/socks5.ts";
 import { DialError, type DialFailure, type Duplex, type Target } from "../../shared/duplex.ts";
 import { duplexPair } from "../../shared/pipe.ts";
+import { dialerOutbound } from "../../client/outbound/outbound.ts";
 import { formatIPv6, parseIPv6 } from "../../shared/net/ip.ts";
 
 function assertEquals(actual: unknown, expected: unknown, msg?: string): void {
@@ -73,13 +74,13 @@ function start(
   const origins: Duplex[] = [];
   const done = handleSocks5(server, {
     auth: opts.auth,
-    dialer: (target) => {
+    outbound: dialerOutbound((target) => {
       dials.push(target);
       if (opts.fail !== undefined) return Promise.reject(opts.fail);
       const [near, far] = duplexPair();
       origins.push(far);
       return Promise.resolve(near);
-    },
+    }),
     onError: (e) => errors.push(e),
   });
   return { client, done, dials, errors, origins };
@@ -323,11 +324,11 @@ Deno.test("socks5: aborting the signal ends a relaying connection", async () => 
   let origin: Duplex | undefined;
   const done = handleSocks5(server, {
     signal: ctl.signal,
-    dialer: () => {
+    outbound: dialerOutbound(() => {
       const [near, far] = duplexPair();
       origin = far;
       return Promise.resolve(near);
-    },
+    }),
   });
   await client.write(bytes(5, 1, 0, 5, 1, 0, 1, 1, 2, 3, 4, 0, 80));
   assertEquals(await readN(client, 12), bytes(5, 0, ...OK_REPLY));
@@ -353,11 +354,11 @@ Deno.test("socks5: random input never throws, hangs or reports an error", async 
     const errors: unknown[] = [];
     const done = handleSocks5(server, {
       auth: rand() < 0.5 ? { username: "u", password: "p" } : undefined,
-      dialer: () => {
+      outbound: dialerOutbound(() => {
         const [near, far] = duplexPair();
         far.close(); // the origin hangs up at once
         return Promise.resolve(near);
-      },
+      }),
       onError: (e) => errors.push(e),
     });
     const input: number[] = [5];
