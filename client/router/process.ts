@@ -309,16 +309,16 @@ export class WindowsProcessResolver implements ProcessResolver {
 
 /**
  * The resolver for this platform: `/proc` on Linux, iphlpapi on Windows; `null` elsewhere.
- * Needs `--allow-all` (Linux: Deno guards `/proc`, see `ProcAccessError`) or `--allow-ffi`
- * (Windows) when used.
+ * Needs `--allow-ffi` when used: on Linux `/proc` is then read through libc (`selectProcFs`),
+ * as Deno's file API wants `--allow-all` there (see `ProcAccessError`), which also suffices.
  */
 export async function createProcessResolver(
   options: ProcessResolverOptions = {},
   os: typeof Deno.build.os = Deno.build.os,
 ): Promise<ProcessResolver | null> {
   if (os === "linux") {
-    const { LinuxProcessResolver } = await import("./process_linux.ts");
-    return new LinuxProcessResolver(options);
+    const { LinuxProcessResolver, selectProcFs } = await import("./process_linux.ts");
+    return new LinuxProcessResolver({ ...options, fs: await selectProcFs() });
   }
   if (os === "windows") return new WindowsProcessResolver(options);
   return null;

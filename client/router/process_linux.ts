@@ -281,14 +281,14 @@ export interface ProcFs {
 
 /**
  * Deno refused to read `/proc`: since Deno 2 it asks for `--allow-all` there (`--allow-read` is
- * not enough, as `/proc` can reach around the sandbox), so process rules on Linux need the client
- * to run with `--allow-all`.
+ * not enough, as `/proc` can reach around the sandbox). `selectProcFs` avoids this with
+ * `--allow-ffi` (libc reads `/proc`); without it, process rules on Linux need `--allow-all`.
  */
 export class ProcAccessError extends Error {
   constructor(path: string, options?: ErrorOptions) {
     super(
       `process lookup cannot read ${path}: Deno requires --allow-all for /proc ` +
-        "(process rules need the client run with --allow-all)",
+        "(process rules need the client run with --allow-ffi or --allow-all)",
       options,
     );
     this.name = "ProcAccessError";
@@ -325,11 +325,55 @@ export const denoProcFs: ProcFs = {
   readText: (path) => procGuard(path, () => Deno.readTextFileSync(path)),
 };
 
+/** What `selectProcFs` looks at, injectable for tests. */
+export interface ProcFsProbe {
+  /** Whether `--allow-ffi` is granted (asked without a prompt). */
+  ffiGranted(): boolean;
+  /** Whether Deno's file API may read `root` (false when it throws `NotCapable`). */
+  denoReads(root: string): boolean;
+  /** The FFI `ProcFs` (`ffi/procfs_linux.ts`); rejects when libc cannot be opened. */
+  loadFfi(): Promise<ProcFs>;
+}
+
+/** The real checks: permission queries, one `readlink` of `ROOT/self/exe`, `LibcProcFs`. */
+export const defaultProcFsProbe: ProcFsProbe = {
+  ffiGranted: () => Deno.permissions.querySync({ name: "ffi" }).state === "granted",
+  denoReads(root) {
+    // Without read permission the probe itself would prompt: report "not readable" instead.
+    if (Deno.permissions.querySync({ name: "read", path: root }).state !== "granted") return false;
+    try {
+      Deno.readLinkSync(`${root}/self/exe`);
+      return true;
+    } catch (e) {
+      // Only Deno's guard is a reason to switch; a missing /proc is missing for libc too.
+      return !(e instanceof Deno.errors.NotCapable);
+    }
+  },
+  loadFfi: async () => (await import("../../ffi/procfs_linux.ts")).libcProcFs(),
+};
+
+/**
+ * The `ProcFs` to read `root` with: libc through FFI when `--allow-ffi` is granted and Deno's
+ * file API may not read `/proc` (the client runs with `--allow-read`, not `--allow-all`), else
+ * `denoProcFs` (also when libc cannot be opened; lookups then reject with `ProcAccessError`).
+ */
+export async function selectProcFs(
+  root = "/proc",
+  probe: ProcFsProbe = defaultProcFsProbe,
+): Promise<ProcFs> {
+  if (!probe.ffiGranted() || probe.denoReads(root)) return denoProcFs;
+  try {
+    return await probe.loadFfi();
+  } catch {
+    return denoProcFs;
+  }
+}
+
 /** Options of the Linux resolver. */
 export interface LinuxProcessResolverOptions extends ProcessResolverOptions {
   /** Where procfs is mounted. Default `/proc`. */
   procRoot?: string;
-  /** How to read it. Default `denoProcFs`. */
+  /** How to read it. Default `denoProcFs`; `createProcessResolver` passes `selectProcFs()`. */
   fs?: ProcFs;
   /** Synchronous work between two yields to the event loop, in ms. Default 4. */
   sliceMs?: number;
@@ -406,8 +450,9 @@ class Slicer {
 
 /**
  * `ProcessResolver` over `/proc`. Through `denoProcFs` (the default) it needs `--allow-all`, as
- * Deno 2 guards `/proc`; it sees the processes whose `/proc/PID/fd` this user may read (all as
- * root, its own otherwise) in this PID and network namespace. `lookup` resolves `null` rather
+ * Deno 2 guards `/proc`; through `LibcProcFs` (`ffi/procfs_linux.ts`) `--allow-ffi`. It sees the
+ * processes whose `/proc/PID/fd` this user may read (all as root, its own otherwise) in this PID
+ * and network namespace. `lookup` resolves `null` rather
  * than wait past `timeoutMs`; it rejects only when `/proc` is out of reach (`ProcAccessError`).
  */
 export class LinuxProcessResolver implements ProcessResolver {

@@ -2,7 +2,9 @@
  * Live process lookup on Linux (loopback only): programs we start connect or send to a socket
  * of this test, and the resolver must name them from /proc — curl and a copy of curl under
  * another name (the issue's "renamed curl goes direct" case), over IPv4, IPv6 and a dual-stack
- * listener (the peer seen IPv4-mapped); bash and deno sending UDP; nobody for an unused port.
+ * listener (the peer seen IPv4-mapped); bash and deno sending UDP; nobody for an unused port;
+ * and, in a child with the client daemon's permission flags (no `--allow-all`), the lookup that
+ * `createProcessResolver` sets up reading `/proc` through libc.
  */
 
 import { assert, assertEquals } from "../support/assert.ts";
@@ -10,6 +12,17 @@ import { type ProcessInfo, queryFromAddrs } from "../../client/router/process.ts
 import { LinuxProcessResolver } from "../../client/router/process_linux.ts";
 
 const MODULE = new URL("../../client/router/process_linux.ts", import.meta.url).href;
+const FACTORY = new URL("../../client/router/process.ts", import.meta.url).href;
+const FFI_MODULE = new URL("../../ffi/procfs_linux.ts", import.meta.url).href;
+/** The client daemon's permissions (deno.json tasks "client" and "compile"): no --allow-all. */
+const CLIENT_FLAGS = [
+  "--allow-net",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-sys",
+  "--allow-ffi",
+];
 
 const LINUX = Deno.build.os === "linux";
 const CURL = "/usr/bin/curl";
@@ -252,6 +265,127 @@ Deno.test({
       }).output();
       const text = new TextDecoder().decode(out.stdout).trim();
       assertEquals(text, "ProcAccessError", new TextDecoder().decode(out.stderr));
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+/** Kills a child of this test, if it still runs. */
+function kill(p: Deno.ChildProcess): void {
+  try {
+    p.kill("SIGKILL");
+  } catch {
+    // already exited
+  }
+}
+
+/** Lines of a child's stdout, one at a time. */
+function lineReader(stream: ReadableStream<Uint8Array>): () => Promise<string | null> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  let buffered = "";
+  return async () => {
+    for (;;) {
+      const nl = buffered.indexOf("\n");
+      if (nl !== -1) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        return line;
+      }
+      const { value, done } = await reader.read();
+      if (done) return buffered === "" ? null : buffered;
+      buffered += value;
+    }
+  };
+}
+
+Deno.test({
+  name: "process lookup: with the client's permission flags (no --allow-all), /proc through FFI",
+  ignore: !HAVE_CURL,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "ostp-proc-ffi-" });
+    try {
+      const renamed = `${dir}/renamed-fetcher`;
+      await Deno.copyFile(CURL, renamed);
+      await Deno.chmod(renamed, 0o755);
+      const script = `${dir}/lookup.ts`;
+      // The child listens, reports its port, and names the peer of the connection it accepts; it
+      // may not spawn programs (no --allow-run), so this test starts the renamed curl.
+      await Deno.writeTextFile(
+        script,
+        `import { createProcessResolver, queryFromAddrs } from ${JSON.stringify(FACTORY)};
+         import { defaultProcFsProbe, denoProcFs, selectProcFs } from ${JSON.stringify(MODULE)};
+         import { LibcProcFs } from ${JSON.stringify(FFI_MODULE)};
+         const fs = await selectProcFs();
+         const resolver = await createProcessResolver({ timeoutMs: 15_000 });
+         const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+         console.log(JSON.stringify({
+           port: listener.addr.port,
+           denoReads: defaultProcFsProbe.denoReads("/proc"),
+           fs: fs instanceof LibcProcFs ? "libc" : fs === denoProcFs ? "deno" : "other",
+         }));
+         const conn = await listener.accept();
+         await conn.read(new Uint8Array(4096));
+         let out;
+         try {
+           const q = queryFromAddrs("tcp", conn.remoteAddr, conn.localAddr);
+           out = { info: await resolver.lookup(q) };
+         } catch (e) {
+           out = { error: e.name + ": " + e.message };
+         }
+         console.log(JSON.stringify(out));
+         const answer = "HTTP/1.1 204 No Content\\r\\nConnection: close\\r\\n\\r\\n";
+         await conn.write(new TextEncoder().encode(answer));
+         conn.close();
+         listener.close();`,
+      );
+      const child = new Deno.Command(Deno.execPath(), {
+        args: ["run", "--no-config", ...CLIENT_FLAGS, script],
+        stdin: "null",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const stderr = new Response(child.stderr).text();
+      const next = lineReader(child.stdout);
+      let curl: Deno.ChildProcess | undefined;
+      let ok = false;
+      // A child stuck in accept (curl never came) must not hold the test forever.
+      const watchdog = setTimeout(() => kill(child), 60_000);
+      try {
+        const first = await next();
+        if (first === null) throw new Error(`the child said nothing: ${await stderr}`);
+        const ready = JSON.parse(first);
+        assertEquals(ready.denoReads, false, "Deno's API may not read /proc without --allow-all");
+        assertEquals(ready.fs, "libc");
+        curl = new Deno.Command(renamed, {
+          args: ["-s", "--noproxy", "*", "--max-time", "30", "-o", "/dev/null"].concat(
+            `http://127.0.0.1:${ready.port}/`,
+          ),
+          stdin: "null",
+          stdout: "null",
+          stderr: "null",
+        }).spawn();
+        // curl ends only after the answer; the grace lets the child's line arrive first.
+        const curlDone = curl.status.then((st) =>
+          new Promise<string>((r) => setTimeout(() => r(`curl exited ${st.code}`), 2000))
+        );
+        const second = await Promise.race([next(), curlDone]);
+        assert(second !== null && second.startsWith("{"), `no lookup answer (${second})`);
+        assertEquals(JSON.parse(second), {
+          info: { pid: curl.pid, name: "renamed-fetcher", path: renamed },
+        });
+        ok = true;
+      } finally {
+        if (!ok) {
+          kill(child);
+          if (curl) kill(curl);
+        }
+        if (curl) await curl.status;
+        const status = await child.status;
+        clearTimeout(watchdog);
+        const err = await stderr;
+        if (ok) assert(status.success, `child failed: ${err}`);
+      }
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
