@@ -9,6 +9,8 @@
  * Prints a table and writes `bench/results/latest.json` (ignored by git).
  * Then new connections per second through the HTTP proxy and SOCKS5 against
  * shadowsocks-libev and direct (`connrate.ts`; `OSTP_BENCH_CONNRATE=0` skips it).
+ * Then the client router with 100,000 domain suffixes + 100,000 CIDRs: load
+ * time, memory and ns per decision (`router.ts`; `OSTP_BENCH_ROUTER=0` skips it).
  * Then the network-namespace suite against shadowsocks-libev, kcptun and plain
  * TCP (`peers.ts`, root only; `OSTP_BENCH_PEERS=0` skips it).
  */
@@ -17,6 +19,7 @@ import { printConnRate, runConnRate } from "./connrate.ts";
 import { runPeers } from "./peers.ts";
 import { benchSessions } from "./sessions.ts";
 import { benchUsers } from "./users.ts";
+import { benchRouter } from "./router.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
@@ -139,6 +142,11 @@ if (Deno.env.get("OSTP_BENCH_CONNRATE") !== "0") {
   const dir = new URL("../../bench/results/", import.meta.url);
   await Deno.mkdir(dir, { recursive: true });
   await Deno.writeTextFile(new URL("connrate.json", dir), JSON.stringify(r, null, 2) + "\n");
+}
+
+if (Deno.env.get("OSTP_BENCH_ROUTER") !== "0") {
+  console.log();
+  await benchRouter();
 }
 
 if (Deno.env.get("OSTP_BENCH_PEERS") === "0") {
