@@ -11,12 +11,9 @@ import { getLog, setupLogging } from "../shared/log.ts";
 import { parseClientArgs } from "./cli.ts";
 import { OstpClient } from "./client.ts";
 import { disableInspectorSignal } from "../ffi/inspector_signal.ts";
-import {
-  type ControlAnswer,
-  ControlCommandError,
-  openDaemonControl,
-} from "../shared/control/server.ts";
+import { ControlCommandError, openDaemonControl } from "../shared/control/server.ts";
 import { watchConfigFile } from "../shared/config/watch.ts";
+import { configReloader } from "../shared/config/reloader.ts";
 
 const log = getLog("client");
 
@@ -45,39 +42,19 @@ export async function main(argv: string[]): Promise<number> {
   // changing on disk. The arguments are parsed again (file, environment,
   // flags); a config that fails validation is refused with its reasons and
   // the running one kept. Routing and log levels apply at once, to new flows.
-  let reloading = Promise.resolve();
-  const reload = (why: string): Promise<ControlAnswer> => {
-    const result = reloading.then(async (): Promise<ControlAnswer> => {
-      const next = await parseClientArgs(argv);
-      if (next.kind !== "run") {
-        log.error("config reload ({why}) rejected, keeping the running config: {reason}", {
-          why,
-          reason: next.text,
-        });
-        return { rejected: next.text };
-      }
-      await setupLogging(next.config.log);
-      const r = await client.reload(next.config);
+  const { reload, reloadLogged, settled } = configReloader({
+    parse: () => parseClientArgs(argv),
+    apply: async (config, why) => {
+      const r = await client.reload(config);
       log.info("config reloaded ({why}): {rules} rule(s), default outbound {default}", {
         why,
         rules: r.rules,
-        default: next.config.routing.defaultOutbound,
+        default: config.routing.defaultOutbound,
       });
-      if (r.needsRestart.length > 0) {
-        log.warn("changes to {fields} take effect after a restart", {
-          fields: r.needsRestart.join(", "),
-        });
-      }
       return { rules: r.rules, needsRestart: r.needsRestart };
-    });
-    reloading = result.then(() => {}, () => {});
-    return result;
-  };
-  // Signal and file-change reloads have nobody to answer: log a failure.
-  const reloadLogged = (why: string) =>
-    void reload(why).catch((e) =>
-      log.error("config reload ({why}) failed: {error}", { why, error: String(e) })
-    );
+    },
+    log,
+  });
   const hup = () => reloadLogged("SIGHUP");
   Deno.addSignalListener("SIGINT", stop);
   if (Deno.build.os !== "windows") {
@@ -123,7 +100,7 @@ export async function main(argv: string[]): Promise<number> {
   watcher?.close();
   removeSignals("reload");
   await control?.close();
-  await reloading;
+  await settled();
   log.info("shutting down");
   await client.stop();
   // SIGINT/SIGTERM go last: a second one during shutdown must not kill the process.

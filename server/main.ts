@@ -15,11 +15,8 @@ import { parseServerArgs } from "./cli.ts";
 import { OstpServer } from "./server.ts";
 import { ApiServer } from "./api.ts";
 import { disableInspectorSignal } from "../ffi/inspector_signal.ts";
-import {
-  type ControlAnswer,
-  ControlCommandError,
-  openDaemonControl,
-} from "../shared/control/server.ts";
+import { ControlCommandError, openDaemonControl } from "../shared/control/server.ts";
+import { configReloader } from "../shared/config/reloader.ts";
 
 const log = getLog("server");
 
@@ -66,39 +63,19 @@ export async function main(argv: string[]): Promise<number> {
   // Hot reload: SIGHUP, the control socket's "reload", or the config file
   // changing on disk. A config that fails validation is refused with its
   // reasons and the running one is kept.
-  let reloading = Promise.resolve();
-  const reload = (why: string): Promise<ControlAnswer> => {
-    const result = reloading.then(async (): Promise<ControlAnswer> => {
-      const next = await parseServerArgs(argv);
-      if (next.kind !== "run") {
-        log.error("config reload ({why}) rejected, keeping the running config: {reason}", {
-          why,
-          reason: next.text,
-        });
-        return { rejected: next.text };
-      }
-      await setupLogging(next.config.log);
-      const r = server.reload(next.config);
+  const { reload, reloadLogged, settled } = configReloader({
+    parse: () => parseServerArgs(argv),
+    apply: (next, why) => {
+      const r = server.reload(next);
       log.info("config reloaded ({why}): {keyCount} key(s), {closed} session(s) closed", {
         why,
-        keyCount: next.config.keys.length + next.config.users.length,
+        keyCount: next.keys.length + next.users.length,
         closed: r.closedSessions,
       });
-      if (r.needsRestart.length > 0) {
-        log.warn("changes to {fields} take effect after a restart", {
-          fields: r.needsRestart.join(", "),
-        });
-      }
       return { closedSessions: r.closedSessions, needsRestart: r.needsRestart };
-    });
-    reloading = result.then(() => {}, () => {});
-    return result;
-  };
-  // Signal and file-change reloads have nobody to answer: log a failure.
-  const reloadLogged = (why: string) =>
-    void reload(why).catch((e) =>
-      log.error("config reload ({why}) failed: {error}", { why, error: String(e) })
-    );
+    },
+    log,
+  });
   // Handlers and the control socket go in before the share link is printed:
   // that line means "ready".
   Deno.addSignalListener("SIGINT", stop);
@@ -156,7 +133,7 @@ export async function main(argv: string[]): Promise<number> {
   watcher?.close();
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGHUP", hup);
   await control?.close();
-  await reloading;
+  await settled();
   log.info("shutting down");
   await api?.stop();
   await server.stop();
