@@ -10,19 +10,11 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import { type ProcessInfo, queryFromAddrs } from "../../client/router/process.ts";
 import { LinuxProcessResolver } from "../../client/router/process_linux.ts";
+import { PERMS } from "../support/daemons.ts";
 
 const MODULE = new URL("../../client/router/process_linux.ts", import.meta.url).href;
 const FACTORY = new URL("../../client/router/process.ts", import.meta.url).href;
 const FFI_MODULE = new URL("../../ffi/procfs_linux.ts", import.meta.url).href;
-/** The client daemon's permissions (deno.json tasks "client" and "compile"): no --allow-all. */
-const CLIENT_FLAGS = [
-  "--allow-net",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-sys",
-  "--allow-ffi",
-];
 
 const LINUX = Deno.build.os === "linux";
 const CURL = "/usr/bin/curl";
@@ -340,7 +332,7 @@ Deno.test({
          listener.close();`,
       );
       const child = new Deno.Command(Deno.execPath(), {
-        args: ["run", "--no-config", ...CLIENT_FLAGS, script],
+        args: ["run", "--no-config", ...PERMS, script],
         stdin: "null",
         stdout: "piped",
         stderr: "piped",

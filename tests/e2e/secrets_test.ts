@@ -10,42 +10,15 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import {
   curl,
-  Daemon,
+  type Daemon,
   freePort,
+  spawnDeno,
   startClient,
   startOrigin,
-  withControlSocket,
 } from "../support/daemons.ts";
 import { formatAccessKey } from "../../shared/crypto/keys.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-/** The permissions `deno task server` / `deno task client` grant (deno.json). */
-const PERMS = [
-  "--allow-net",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env",
-  "--allow-sys",
-  "--allow-ffi",
-];
-
-/**
- * Spawns a daemon entry point with extra environment variables (as
- * `spawnDeno` does, with its own control socket).
- */
-function spawn(name: string, entry: string, args: string[], env: Record<string, string>): Daemon {
-  const c = withControlSocket(name, entry, args);
-  const proc = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--unstable-net", ...PERMS, ROOT + entry, ...c.args],
-    cwd: ROOT,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-    env: { NO_COLOR: "1", ...env },
-  }).spawn();
-  return new Daemon(name, proc, { path: c.controlPath, dir: c.controlDir });
-}
-
 /** The process's command line as `ps` shows it to every local user. */
 async function cmdline(pid: number): Promise<string> {
   return (await Deno.readTextFile(`/proc/${pid}/cmdline`)).replaceAll("\0", " ");
@@ -71,7 +44,7 @@ Deno.test({
     const port = freePort("udp");
     const daemons: Daemon[] = [];
     try {
-      const server = spawn("server", "server/main.ts", [
+      const server = spawnDeno("server", "server/main.ts", [
         "--listen",
         `127.0.0.1:${port}`,
         "--key-file",
@@ -92,7 +65,7 @@ Deno.test({
       };
       const startSafe = async (name: string, args: string[], env: Record<string, string>) => {
         const proxyPort = freePort("tcp");
-        const c = spawn(
+        const c = spawnDeno(
           name,
           "client/main.ts",
           ["--listen", `127.0.0.1:${proxyPort}`, ...args],

@@ -9,7 +9,11 @@
 import { queryControl } from "../../shared/control/query.ts";
 
 const ROOT = new URL("../../", import.meta.url).pathname;
-const PERMS = [
+/**
+ * The permissions `deno task server` / `deno task client` grant (deno.json tasks "server",
+ * "client" and "compile"): no `--allow-all`.
+ */
+export const PERMS: readonly string[] = [
   "--allow-net",
   "--allow-read",
   "--allow-write",
@@ -229,10 +233,15 @@ export class Daemon {
 }
 
 /**
- * Spawns `deno run` on an entry point; a daemon gets its own control socket
- * ({@link withControlSocket}).
+ * Spawns `deno run` on an entry point, with `env` added to its environment; a daemon gets its
+ * own control socket ({@link withControlSocket}).
  */
-export function spawnDeno(name: string, entry: string, args: string[]): Daemon {
+export function spawnDeno(
+  name: string,
+  entry: string,
+  args: string[],
+  env: Record<string, string> = {},
+): Daemon {
   const c = withControlSocket(name, entry, args);
   const proc = new Deno.Command(Deno.execPath(), {
     args: ["run", "--unstable-net", ...PERMS, ROOT + entry, ...c.args],
@@ -240,7 +249,7 @@ export function spawnDeno(name: string, entry: string, args: string[]): Daemon {
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   }).spawn();
   return new Daemon(name, proc, { path: c.controlPath, dir: c.controlDir });
 }
