@@ -25,6 +25,7 @@
  */
 
 import { freePort, startClient, startServer } from "../support/daemons.ts";
+import { which } from "../support/sh.ts";
 import { socksLoad, type SocksLoadResult } from "./socks_load.ts";
 
 const dec = new TextDecoder();
@@ -32,15 +33,6 @@ const dec = new TextDecoder();
 function envNum(name: string, dflt: number): number {
   const v = Deno.env.get(name);
   return v === undefined || v === "" ? dflt : Number(v);
-}
-
-async function which(bin: string): Promise<boolean> {
-  const r = await new Deno.Command("sh", {
-    args: ["-c", `command -v "$0"`, bin],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  return r.success;
 }
 
 /** CPU seconds (user + system) of a process so far, from /proc. */

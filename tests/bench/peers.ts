@@ -42,6 +42,7 @@
 import type { Daemon } from "../support/daemons.ts";
 import type { Impairment } from "../support/linkemu.ts";
 import { ADDR, canUseNetns, run, Testbed } from "../support/netns.ts";
+import { which } from "../support/sh.ts";
 import { startTunnel } from "../support/tunnel_bed.ts";
 import { type ChartGroup, groupedBarSvg } from "./peers_svg.ts";
 
@@ -134,15 +135,6 @@ async function cleanupAll(): Promise<void> {
 
 // ---------------------------------------------------------------------------
 // Prerequisites.
-
-async function which(bin: string): Promise<boolean> {
-  const r = await new Deno.Command("sh", {
-    args: ["-c", `command -v "$0"`, bin],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  return r.success;
-}
 
 /** Installs `pkg` with apt-get when a binary is missing; returns a skip reason or null. */
 async function ensurePackage(pkg: string, bins: string[]): Promise<string | null> {

@@ -7,6 +7,7 @@ import { ProxyServer, type ProxyServerOptions } from "../../client/inbound/proxy
 import { directDialer, toDialError } from "../../shared/net/direct.ts";
 import { type Dialer, DialError, type Target } from "../../shared/duplex.ts";
 import { dialerOutbound } from "../../client/outbound/outbound.ts";
+import { which } from "../support/sh.ts";
 
 function assertEquals(actual: unknown, expected: unknown, msg?: string): void {
   const a = JSON.stringify(actual);
@@ -272,17 +273,7 @@ Deno.test("e2e proxy: keep-alive carries several requests on one client connecti
   });
 });
 
-/** Whether `bin` is on PATH. */
-async function have(bin: string): Promise<boolean> {
-  const r = await new Deno.Command("sh", {
-    args: ["-c", `command -v "$0"`, bin],
-    stdout: "null",
-    stderr: "null",
-  }).output();
-  return r.success;
-}
-
-const HAVE_AB = await have("ab");
+const HAVE_AB = await which("ab");
 if (!HAVE_AB) console.log("SKIPPED e2e proxy: HTTP/1.0 keep-alive with ab -k (ab not installed)");
 
 Deno.test({
