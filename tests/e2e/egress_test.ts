@@ -27,6 +27,7 @@ import {
 import { OstpPool } from "../../client/outbound/ostp.ts";
 import { decodeShareLink } from "../../shared/link.ts";
 import { DialError } from "../../shared/duplex.ts";
+import { startUdpEcho } from "../support/socks_udp.ts";
 
 /** curl's exit code when a SOCKS5 proxy refuses the request (CURLE_PROXY, reply 0x02 here). */
 const CURL_PROXY_REFUSED = 97;
@@ -312,29 +313,6 @@ Deno.test({
 
 // --- UDP ----------------------------------------------------------------------
 
-/** A UDP echo server on 127.0.0.1 recording what it received. */
-function udpEcho(): { port: number; got: string[]; close: () => Promise<void> } {
-  const sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const got: string[] = [];
-  const loop = (async () => {
-    try {
-      for (;;) {
-        const [d, from] = await sock.receive();
-        got.push(new TextDecoder().decode(d));
-        await sock.send(d, from);
-      }
-    } catch { /* closed */ }
-  })();
-  return {
-    port: (sock.addr as Deno.NetAddr).port,
-    got,
-    close: async () => {
-      sock.close();
-      await loop;
-    },
-  };
-}
-
 async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   const out = new Uint8Array(n);
   for (let got = 0; got < n;) {
@@ -384,7 +362,7 @@ Deno.test({
   sanitizeOps: false,
   sanitizeResources: false,
   async fn() {
-    const echo = udpEcho();
+    const echo = startUdpEcho();
     const closers: (() => Promise<unknown> | void)[] = [() => echo.close()];
     try {
       const strict = await startServer([EGRESS_DEFAULT]);

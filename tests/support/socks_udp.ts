@@ -99,19 +99,25 @@ export async function associate(
   return { ctl, relayPort };
 }
 
-/** A UDP echo on 127.0.0.1: every datagram is sent back to its source. */
-export function startUdpEcho(): { port: number; close(): Promise<void> } {
+/**
+ * A UDP echo on 127.0.0.1: every datagram is sent back to its source, and its text recorded in
+ * `got` (what reached the target).
+ */
+export function startUdpEcho(): { port: number; got: string[]; close(): Promise<void> } {
   const sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const got: string[] = [];
   const loop = (async () => {
     try {
       for (;;) {
         const [data, from] = await sock.receive();
+        got.push(new TextDecoder().decode(data));
         await sock.send(data, from);
       }
     } catch { /* closed */ }
   })();
   return {
     port: (sock.addr as Deno.NetAddr).port,
+    got,
     async close() {
       try {
         sock.close();

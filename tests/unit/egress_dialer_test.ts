@@ -12,6 +12,7 @@ import { createEgressDialer, ownAddresses } from "../../server/egress_dialer.ts"
 import { UdpRelay } from "../../server/udp_relay.ts";
 import { decodeUdpDatagram, encodeUdpDatagram } from "../../shared/wire/udp.ts";
 import type { Connection } from "../../shared/session/connection.ts";
+import { startUdpEcho } from "../support/socks_udp.ts";
 
 function policy(allow: string[] = [], self: string[] = []): EgressPolicy {
   const entries = allow.map((t) => {
@@ -211,29 +212,6 @@ function fakeConn(): { conn: Connection; down: Uint8Array[] } {
   return { conn, down };
 }
 
-/** An echo server on 127.0.0.1 counting what it received. */
-function echo(): { port: number; got: string[]; close: () => Promise<void> } {
-  const sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const got: string[] = [];
-  const loop = (async () => {
-    try {
-      for (;;) {
-        const [d, from] = await sock.receive();
-        got.push(new TextDecoder().decode(d));
-        await sock.send(d, from);
-      }
-    } catch { /* closed */ }
-  })();
-  return {
-    port: (sock.addr as Deno.NetAddr).port,
-    got,
-    close: async () => {
-      sock.close();
-      await loop;
-    },
-  };
-}
-
 function datagram(flow: number, host: string, port: number, text: string): Uint8Array {
   const w = encodeUdpDatagram(flow, { host, port }, new TextEncoder().encode(text));
   if (!w) throw new Error("encode");
@@ -247,7 +225,7 @@ async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
 }
 
 Deno.test("udp relay egress: loopback is dropped by default and delivered with an allow", async () => {
-  const target = echo();
+  const target = startUdpEcho();
   const { conn, down } = fakeConn();
   const denied: string[] = [];
   const byDefault = new UdpRelay(conn, {
@@ -284,7 +262,7 @@ Deno.test("udp relay egress: loopback is dropped by default and delivered with a
 });
 
 Deno.test("udp relay egress: names are resolved once per flow target, refused on any bad address", async () => {
-  const target = echo();
+  const target = startUdpEcho();
   const lookup = table({
     "rebind.test": ["93.184.215.14", "127.0.0.1"],
     "echo.test": ["127.0.0.1"],
@@ -326,7 +304,7 @@ Deno.test("udp relay egress: names are resolved once per flow target, refused on
 });
 
 Deno.test("udp relay egress: a flow keeps the policy it opened with; new flows get the new one", async () => {
-  const target = echo();
+  const target = startUdpEcho();
   let current = policy();
   const relay = new UdpRelay(fakeConn().conn, { policy: () => current });
   try {
