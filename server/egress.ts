@@ -23,6 +23,7 @@
 import { lookup as dnsLookup } from "node:dns/promises";
 import {
   formatIp,
+  isMapped,
   parseIpInto,
   parsePrefix,
   type Prefix,
@@ -55,8 +56,15 @@ export type EgressDecision =
   | { readonly allowed: true }
   | {
     readonly allowed: false;
-    /** For the client (sent as the open failure): `not allowed: 127.0.0.1 is loopback`. */
+    /**
+     * For the client (sent as the open failure): `not allowed: 127.0.0.1 is
+     * loopback` for a literal; for a name only `not allowed: db.internal
+     * resolves to a non-public address` — the client learns neither the
+     * address nor its category (no DNS oracle into the server's network).
+     */
     readonly reason: string;
+    /** For the operator's log: the full reason, with the address a name resolved to. */
+    readonly detail: string;
     /** For the operator's log: which entry decided (`default 127.0.0.0/8`, `egress.deny[2]`). */
     readonly rule: string;
   };
@@ -85,6 +93,9 @@ const DEFAULT_V6: readonly DefaultDenyRange[] = [
   { cidr: "::/128", why: "unspecified (reaches the server itself)" },
   { cidr: "::1/128", why: "loopback" },
   { cidr: "::/96", why: "IPv4-compatible (deprecated)" },
+  // SIIT's IPv4-translated form ::ffff:0:a.b.c.d (RFC 2765). Not ::ffff:0:0/96: that is the
+  // IPv4-mapped space, where every IPv4 address lives here (shared/net/cidr.ts).
+  { cidr: "::ffff:0:0:0/96", why: "IPv4-translated (SIIT, RFC 2765)" },
   { cidr: "64:ff9b:1::/48", why: "local-use NAT64" },
   { cidr: "100::/64", why: "discard-only" },
   { cidr: "2001:db8::/32", why: "reserved for documentation" },
@@ -95,7 +106,7 @@ const DEFAULT_V6: readonly DefaultDenyRange[] = [
   { cidr: "ff00::/8", why: "multicast" },
 ];
 
-/** The NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) forms of an IPv4 range. */
+/** The NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`) forms of an IPv4 range (CIDR text). */
 function embeddedForms(r: DefaultDenyRange): DefaultDenyRange[] {
   const slash = r.cidr.indexOf("/");
   const v4 = r.cidr.slice(0, slash);
@@ -201,13 +212,18 @@ export class EgressPolicy {
         throw new RangeError("a server address is not an IP literal");
       }
       if (addr.length !== 16) throw new RangeError("a server address must be 16 bytes");
-      this.#add(
-        { addr: addr.slice(), bits: 128 },
-        null,
-        DEFAULT,
-        "one of this server's own addresses",
-        `self ${formatIp(addr)}`,
-      );
+      const own = "one of this server's own addresses";
+      const text = formatIp(addr);
+      this.#add({ addr: addr.slice(), bits: 128 }, null, DEFAULT, own, `self ${text}`);
+      // An IPv4 address is reachable through its NAT64 and 6to4 forms too (a NAT64
+      // gateway or 6to4 relay on the path turns them back into it).
+      if (isMapped(addr)) {
+        for (const f of embeddedForms({ cidr: `${text}/32`, why: own })) {
+          const p = parsePrefix(f.cidr);
+          if (!p.ok) throw new Error(`bad own-address form ${f.cidr}: ${p.error}`);
+          this.#add(p.prefix, null, DEFAULT, f.why, `self ${f.cidr}`);
+        }
+      }
     }
     (opts.allow ?? []).forEach((e, i) =>
       this.#add(e.prefix, e.ports, ALLOW, "", `${path}.allow[${i}]`)
@@ -245,7 +261,9 @@ export class EgressPolicy {
 
   /**
    * Decides for a 16-byte address (IPv4 as `::ffff:a.b.c.d`) and a port. When
-   * `name` is given (the host name that resolved to `addr`), a refusal says so.
+   * `name` is given (the host name that resolved to `addr`), the refusal's
+   * `reason` names only the name (`… resolves to a non-public address`); the
+   * address and why it is refused are in `detail`, for the server's log.
    */
   check(addr: Uint8Array, port: number, name?: string): EgressDecision {
     if (addr.length !== 16) throw new RangeError("address must be 16 bytes");
@@ -253,16 +271,23 @@ export class EgressPolicy {
     if (r === null || r.kind === ALLOW) return ALLOWED;
     // A port-restricted rule (lo ≥ 1) decided: say which port.
     const what = r.lo > 0 ? `${formatIp(addr)} port ${port}` : formatIp(addr);
-    const reason = name === undefined
-      ? `not allowed: ${what} is ${r.why}`
-      : `not allowed: ${name} resolves to ${what}, which is ${r.why}`;
-    return { allowed: false, reason, rule: r.rule };
+    if (name === undefined) {
+      const reason = `not allowed: ${what} is ${r.why}`;
+      return { allowed: false, reason, detail: reason, rule: r.rule };
+    }
+    return {
+      allowed: false,
+      reason: `not allowed: ${name} resolves to a non-public address`,
+      detail: `not allowed: ${name} resolves to ${what}, which is ${r.why}`,
+      rule: r.rule,
+    };
   }
 
   /** {@link check} for an IP literal (IPv4, IPv6, bracketed IPv6); a non-literal is refused. */
   checkText(ip: string, port: number): EgressDecision {
     if (parseIpInto(ip, this.#addr) === 0) {
-      return { allowed: false, reason: "not allowed: not an IP address", rule: "malformed" };
+      const reason = "not allowed: not an IP address";
+      return { allowed: false, reason, detail: reason, rule: "malformed" };
     }
     return this.check(this.#addr, port);
   }
@@ -304,8 +329,10 @@ export type EgressResolution =
     readonly allowed: false;
     /** `denied` (the policy) or `dns` (the name did not resolve): `DialFailure` names. */
     readonly failure: "denied" | "dns";
-    /** For the client. */
+    /** For the client (for a refused name: without the address, see {@link EgressDecision}). */
     readonly reason: string;
+    /** For the operator's log, when the policy refused: the full reason, with the address. */
+    readonly detail?: string;
     /** For the operator's log: the deciding entry, when the policy refused. */
     readonly rule?: string;
   };
@@ -327,7 +354,7 @@ export async function resolveAllowed(
   const addr = new Uint8Array(16);
   if (parseIpInto(host, addr) !== 0) {
     const d = policy.check(addr, port);
-    if (!d.allowed) return { allowed: false, failure: "denied", reason: d.reason, rule: d.rule };
+    if (!d.allowed) return denied(d);
     const literal = formatIp(addr);
     return { allowed: true, address: literal, addresses: [literal] };
   }
@@ -344,11 +371,15 @@ export async function resolveAllowed(
       return { allowed: false, failure: "dns", reason: `${host} resolved to a malformed address` };
     }
     const d = policy.check(addr, port, host);
-    if (!d.allowed) return { allowed: false, failure: "denied", reason: d.reason, rule: d.rule };
+    if (!d.allowed) return denied(d);
     if (!addresses.includes(text)) addresses.push(text);
   }
   if (addresses.length === 0) {
     return { allowed: false, failure: "dns", reason: `${host} has no addresses` };
   }
   return { allowed: true, address: addresses[0], addresses };
+}
+
+function denied(d: EgressDecision & { allowed: false }): EgressResolution {
+  return { allowed: false, failure: "denied", reason: d.reason, detail: d.detail, rule: d.rule };
 }

@@ -18,8 +18,12 @@ export interface EgressDialerOptions {
   policy: () => EgressPolicy;
   /** Every address a name has (default: the system resolver, `resolveAllowed`'s default). */
   lookup?: Resolver;
-  /** Told every refusal: the target asked for, the reason sent to the client, the deciding entry. */
-  onDenied?: (target: Target, reason: string, rule: string) => void;
+  /**
+   * Told every refusal: the target asked for, the full reason for the log (for
+   * a name, with the address it resolved to, which the client is not told),
+   * the deciding entry.
+   */
+  onDenied?: (target: Target, detail: string, rule: string) => void;
 }
 
 /** Failures after which the next address of a name is tried: the host answered or has no route. */
@@ -41,7 +45,7 @@ export function createEgressDialer(dial: Dialer, opts: EgressDialerOptions): Dia
     if (parseIpInto(target.host, addr) !== 0) {
       const d = policy.check(addr, target.port);
       if (!d.allowed) {
-        opts.onDenied?.(target, d.reason, d.rule);
+        opts.onDenied?.(target, d.detail, d.rule);
         throw new DialError("denied", d.reason);
       }
       const host = formatIp(addr);
@@ -49,7 +53,7 @@ export function createEgressDialer(dial: Dialer, opts: EgressDialerOptions): Dia
     }
     const r = await resolveAllowed(target.host, target.port, policy, opts.lookup);
     if (!r.allowed) {
-      if (r.failure === "denied") opts.onDenied?.(target, r.reason, r.rule ?? "");
+      if (r.failure === "denied") opts.onDenied?.(target, r.detail ?? r.reason, r.rule ?? "");
       throw new DialError(r.failure, r.reason);
     }
     const addresses = r.addresses;

@@ -164,10 +164,8 @@ Deno.test({
           assertEquals(api.message, "not allowed: 127.0.0.1 is loopback");
           const local = await dialFailure(pool, "localhost", origin.port);
           assertEquals(local.reason, "denied");
-          assert(
-            /^not allowed: localhost resolves to .*loopback$/.test(local.message),
-            local.message,
-          );
+          // A name's refusal does not tell the client what the name resolves to.
+          assertEquals(local.message, "not allowed: localhost resolves to a non-public address");
         } finally {
           await pool.stop();
         }

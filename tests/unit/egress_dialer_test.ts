@@ -116,14 +116,28 @@ Deno.test("egress dialer: a name with one forbidden address is refused (DNS rebi
     "localhost.test": ["::1"],
     "metadata.test": ["169.254.169.254"],
   });
-  const dial = createEgressDialer(inner, { policy: () => policy(), lookup });
+  const logged: string[] = [];
+  const dial = createEgressDialer(inner, {
+    policy: () => policy(),
+    lookup,
+    onDenied: (t, detail, rule) => logged.push(`${t.host} ${rule}: ${detail}`),
+  });
   const e = await denied(dial, "rebind.test", 80);
+  // The client learns that the name is refused, not what it resolves to.
   assertEquals(
     [e.reason, e.message],
-    ["denied", "not allowed: rebind.test resolves to 127.0.0.1, which is loopback"],
+    ["denied", "not allowed: rebind.test resolves to a non-public address"],
   );
-  assert((await denied(dial, "localhost.test", 80)).message.includes("::1, which is loopback"));
-  assert((await denied(dial, "metadata.test", 80)).message.includes("link-local"));
+  const lo = await denied(dial, "localhost.test", 80);
+  assertEquals(lo.message, "not allowed: localhost.test resolves to a non-public address");
+  const md = await denied(dial, "metadata.test", 80);
+  assertEquals(md.message, "not allowed: metadata.test resolves to a non-public address");
+  // The server's log has the address and the category.
+  assertEquals(logged, [
+    "rebind.test default 127.0.0.0/8: not allowed: rebind.test resolves to 127.0.0.1, which is loopback",
+    "localhost.test default ::1/128: not allowed: localhost.test resolves to ::1, which is loopback",
+    "metadata.test default 169.254.0.0/16: not allowed: metadata.test resolves to 169.254.169.254, which is link-local (where cloud metadata services live)",
+  ]);
   const dns = await denied(dial, "nowhere.test", 80);
   assertEquals(dns.reason, "dns");
   assertEquals(inner.dialed, []);

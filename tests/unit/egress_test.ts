@@ -182,6 +182,47 @@ Deno.test("egress: the server's own addresses are refused (the API port among th
   assert(!d.allowed && d.rule === "self 198.51.99.1");
 });
 
+Deno.test("egress: an own IPv4 address is refused in its NAT64 and 6to4 forms too", () => {
+  const p = policy([], [], ["198.51.99.1", "2a01:4f8::5"]);
+  for (
+    const form of [
+      "64:ff9b::198.51.99.1",
+      "64:ff9b::c633:6301",
+      "2002:c633:6301::",
+      "2002:c633:6301:1::7",
+    ]
+  ) {
+    const d = check(p, form, 443);
+    assert(!d.allowed, `${form} let through`);
+    assert(d.reason.includes("one of this server's own addresses"), d.reason);
+    assert(d.rule.startsWith("self "), d.rule);
+  }
+  // Only that address: its neighbours in both forms stay public.
+  for (const near of ["64:ff9b::198.51.99.2", "2002:c633:6302::", "198.51.99.2"]) {
+    assert(allowed(p, near), near);
+  }
+  // An IPv6 own address has no embedded forms to add (and adds nothing around it).
+  assert(allowed(p, "2a01:4f8::6"));
+  // An allow entry for the address itself opens the literal, not the translated forms.
+  const q = policy(["198.51.99.1:443"], [], ["198.51.99.1"]);
+  assert(allowed(q, "198.51.99.1"));
+  assert(!allowed(q, "64:ff9b::198.51.99.1"));
+});
+
+Deno.test("egress: SIIT's IPv4-translated form (::ffff:0:a.b.c.d) is refused, IPv4 stays open", () => {
+  const p = policy();
+  const d = check(p, "::ffff:0:808:808", 53);
+  assert(!d.allowed);
+  assertEquals(d.reason, "not allowed: ::ffff:0:808:808 is IPv4-translated (SIIT, RFC 2765)");
+  assertEquals(d.rule, "default ::ffff:0:0:0/96");
+  assert(!allowed(p, "::ffff:0:0:0"));
+  assert(!allowed(p, "::ffff:0:ffff:ffff"));
+  // The IPv4-mapped space next to it is IPv4 itself: public addresses pass.
+  assert(allowed(p, "8.8.8.8", 53));
+  assert(allowed(p, "::ffff:8.8.8.8", 53));
+  assert(DEFAULT_DENY.some((r) => r.cidr === "::ffff:0:0:0/96" && r.why.includes("SIIT")));
+});
+
 Deno.test("egress: localAddresses collects interface addresses without zones", () => {
   const got = localAddresses([
     { address: "127.0.0.1" },
@@ -410,18 +451,25 @@ Deno.test("egress: a name resolving to loopback is refused (DNS rebinding)", asy
     "junk.example": ["not-an-ip"],
     "octal.example": ["0177.0.0.1"],
   }, asked);
+  // The client is told the name is refused, not what it resolves to (no DNS oracle);
+  // the server's log gets the address and why.
   assertEquals(await resolveAllowed("rebind.example", 80, p, dns), {
     allowed: false,
     failure: "denied",
-    reason: "not allowed: rebind.example resolves to 127.0.0.1, which is loopback",
+    reason: "not allowed: rebind.example resolves to a non-public address",
+    detail: "not allowed: rebind.example resolves to 127.0.0.1, which is loopback",
     rule: "default 127.0.0.0/8",
   });
   const mixed = await resolveAllowed("mixed.example", 80, p, dns);
-  assert(!mixed.allowed && mixed.failure === "denied" && mixed.reason.includes("10.0.0.5"));
+  assert(!mixed.allowed && mixed.failure === "denied");
+  assertEquals(mixed.reason, "not allowed: mixed.example resolves to a non-public address");
+  assert(mixed.detail?.includes("10.0.0.5, which is private"), mixed.detail);
   const mapped = await resolveAllowed("mapped.example", 80, p, dns);
-  assert(!mapped.allowed && mapped.reason.includes("link-local"), JSON.stringify(mapped));
+  assert(!mapped.allowed && mapped.detail?.includes("link-local"), JSON.stringify(mapped));
+  assert(!mapped.reason.includes("169.254") && !mapped.reason.includes("link-local"));
   const v6 = await resolveAllowed("v6.example", 80, p, dns);
-  assert(!v6.allowed && v6.reason.includes("::1, which is loopback"));
+  assert(!v6.allowed && v6.detail?.includes("::1, which is loopback"));
+  assertEquals(v6.reason, "not allowed: v6.example resolves to a non-public address");
   assertEquals(await resolveAllowed("public.example", 80, p, dns), {
     allowed: true,
     address: "93.184.215.14",
@@ -463,6 +511,7 @@ Deno.test("egress: literal targets skip DNS", async () => {
     allowed: false,
     failure: "denied",
     reason: "not allowed: 127.0.0.1 is loopback",
+    detail: "not allowed: 127.0.0.1 is loopback",
     rule: "default 127.0.0.0/8",
   });
   const v6lo = await resolveAllowed("::1", 53, p, dns);
@@ -473,5 +522,8 @@ Deno.test("egress: literal targets skip DNS", async () => {
 Deno.test("egress: the system resolver refuses localhost", async () => {
   const r = await resolveAllowed("localhost", 80, policy());
   assert(!r.allowed, JSON.stringify(r));
-  if (r.failure === "denied") assert(r.reason.startsWith("not allowed: localhost resolves to "));
+  if (r.failure === "denied") {
+    assertEquals(r.reason, "not allowed: localhost resolves to a non-public address");
+    assert(r.detail?.startsWith("not allowed: localhost resolves to "), r.detail);
+  }
 });
