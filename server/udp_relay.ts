@@ -11,10 +11,12 @@
  *
  * Every target passes the egress policy (docs/egress.md) before a datagram is
  * sent: a name is resolved here (a short process-wide cache) and refused when
- * any of its addresses is; the decision is kept per flow and target for the
- * flow's life, so a stream of datagrams costs one lookup and one check, and a
- * flow keeps the policy that was in force when it opened. Refused datagrams
- * are dropped and counted (`egressDenied`).
+ * any of its addresses is; the decision is kept per flow and target, so a
+ * stream of datagrams costs one lookup and one check. Every datagram is
+ * decided under the policy in force: when a reload has replaced it, the flow's
+ * kept decisions are forgotten and each target is decided again under the new
+ * one (an `egress.deny` added by a reload reaches long-lived flows too).
+ * Refused datagrams are dropped and counted (`egressDenied`).
  * @module
  */
 
@@ -72,11 +74,16 @@ export interface UdpRelayOptions {
   /** Every address a name has (default: {@link cachedResolver}, the system resolver cached 30 s). */
   lookup?: Resolver;
   /**
-   * The egress policy in force, asked once per flow when it opens (a reload
-   * applies to new flows). Default: the built-in list alone.
+   * The egress policy in force, asked at every datagram (cheap: compared by
+   * identity); a new one makes every flow decide its targets again. Default:
+   * the built-in list alone.
    */
   policy?: () => EgressPolicy;
-  /** Told the first refusal of each flow's target: the target, the reason, the deciding entry. */
+  /**
+   * Told the first refusal of each flow's target (under each policy): the
+   * target, the full reason for the log (with the address a name resolved
+   * to), the deciding entry.
+   */
   onDenied?: (host: string, port: number, reason: string, rule: string) => void;
 }
 
@@ -109,9 +116,9 @@ interface Flow {
   v4: DatagramSocket | null;
   v6: DatagramSocket | null;
   lastActive: number;
-  /** The policy in force when the flow opened. */
+  /** The policy {@link targets} were decided under (replaced, and they forgotten, on a reload). */
   policy: EgressPolicy;
-  /** Decisions by host, then port, for the flow's life (bounded by {@link MAX_FLOW_TARGETS}). */
+  /** Decisions by host, then port, under {@link policy} (bounded by {@link MAX_FLOW_TARGETS}). */
   targets: Map<string, Map<number, FlowTarget>>;
   targetCount: number;
   /** The target of the previous datagram: most flows talk to one target. */
@@ -205,6 +212,7 @@ export class UdpRelay {
       this.stats.malformed++;
       return;
     }
+    const policy = this.#policy();
     let flow = this.#flows.get(d.flowId);
     if (!flow) {
       if (this.#flows.size >= this.#maxFlows) {
@@ -216,7 +224,7 @@ export class UdpRelay {
         v4: null,
         v6: null,
         lastActive: performance.now(),
-        policy: this.#policy(),
+        policy,
         targets: new Map(),
         targetCount: 0,
         last: null,
@@ -228,6 +236,7 @@ export class UdpRelay {
         Math.max(50, Math.min(5000, this.#idleMs / 4)),
       );
     }
+    if (flow.policy !== policy) this.#repolicy(flow, policy);
     flow.lastActive = performance.now();
     let t = flow.last;
     if (t === null || t.port !== d.port || t.host !== d.host) {
@@ -261,6 +270,27 @@ export class UdpRelay {
     }
   }
 
+  /**
+   * A reload replaced the policy: forget every decision `flow` made under the
+   * old one, so each target is decided again under `policy` at its next
+   * datagram. Datagrams still waiting for a lookup made under the old policy
+   * are dropped (`queueDropped`); that lookup's answer is then ignored.
+   */
+  #repolicy(flow: Flow, policy: EgressPolicy): void {
+    for (const ports of flow.targets.values()) {
+      for (const t of ports.values()) {
+        if (t.queue === null) continue;
+        this.stats.queueDropped += t.queue.length;
+        this.#queued -= t.queue.length;
+        t.queue = null;
+      }
+    }
+    flow.targets.clear();
+    flow.targetCount = 0;
+    flow.last = null;
+    flow.policy = policy;
+  }
+
   /** The flow's entry for `host`:`port`, decided (or being decided) on first sight. */
   #target(flow: Flow, host: string, port: number): FlowTarget {
     let ports = flow.targets.get(host);
@@ -287,7 +317,7 @@ export class UdpRelay {
       if (d.allowed) {
         t.state = ALLOWED;
         t.address = formatIp(addr);
-      } else this.#deny(t, d.reason, d.rule);
+      } else this.#deny(t, d.detail, d.rule);
       return;
     }
     if (this.#lookups >= MAX_LOOKUPS) {
@@ -310,7 +340,10 @@ export class UdpRelay {
       t.retryAt = performance.now() + DNS_NEGATIVE_TTL_MS;
       this.stats.dnsFailed += settle().length;
     };
-    resolveAllowed(t.host, t.port, flow.policy, this.#lookup).then((r) => {
+    const policy = flow.policy;
+    resolveAllowed(t.host, t.port, policy, this.#lookup).then((r) => {
+      // Decided under a policy a reload has replaced: `t` is forgotten (#repolicy).
+      if (flow.policy !== policy) return void settle();
       if (!r.allowed && r.failure !== "denied") return unresolved();
       const queued = settle();
       if (r.allowed) {
@@ -318,15 +351,15 @@ export class UdpRelay {
         t.address = r.address;
         for (const p of queued) this.#send(flow, t.address, t.port, p);
       } else {
-        this.#deny(t, r.reason, r.rule ?? "");
+        this.#deny(t, r.detail ?? r.reason, r.rule ?? "");
         this.stats.egressDenied += queued.length;
       }
     }, unresolved);
   }
 
-  #deny(t: FlowTarget, reason: string, rule: string): void {
+  #deny(t: FlowTarget, detail: string, rule: string): void {
     t.state = DENIED;
-    this.#onDenied?.(t.host, t.port, reason, rule);
+    this.#onDenied?.(t.host, t.port, detail, rule);
   }
 
   #send(flow: Flow, host: string, port: number, payload: Uint8Array): void {

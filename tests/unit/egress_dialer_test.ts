@@ -14,13 +14,14 @@ import { decodeUdpDatagram, encodeUdpDatagram } from "../../shared/wire/udp.ts";
 import type { Connection } from "../../shared/session/connection.ts";
 import { startUdpEcho } from "../support/socks_udp.ts";
 
-function policy(allow: string[] = [], self: string[] = []): EgressPolicy {
-  const entries = allow.map((t) => {
-    const r = parseEgressEntry(t);
-    if (!r.ok) throw new Error(`test entry ${t}: ${r.error}`);
-    return r.entry;
-  });
-  return new EgressPolicy({ allow: entries, self });
+function policy(allow: string[] = [], self: string[] = [], deny: string[] = []): EgressPolicy {
+  const entries = (list: string[]) =>
+    list.map((t) => {
+      const r = parseEgressEntry(t);
+      if (!r.ok) throw new Error(`test entry ${t}: ${r.error}`);
+      return r.entry;
+    });
+  return new EgressPolicy({ allow: entries(allow), deny: entries(deny), self });
 }
 
 /** A resolver answering from a table, counting its calls; unknown names fail. */
@@ -232,6 +233,11 @@ function datagram(flow: number, host: string, port: number, text: string): Uint8
   return w;
 }
 
+/** The relay's policy source for a policy that no reload replaces (one object: compared by identity). */
+function fixed(p: EgressPolicy): () => EgressPolicy {
+  return () => p;
+}
+
 async function until(cond: () => boolean, ms = 3000): Promise<boolean> {
   const end = performance.now() + ms;
   while (!cond() && performance.now() < end) await new Promise((r) => setTimeout(r, 10));
@@ -246,7 +252,7 @@ Deno.test("udp relay egress: loopback is dropped by default and delivered with a
     onDenied: (h, p, reason) => denied.push(`${h}:${p} ${reason}`),
   });
   const { conn: conn2, down: down2 } = fakeConn();
-  const allowing = new UdpRelay(conn2, { policy: () => policy([`127.0.0.1:${target.port}`]) });
+  const allowing = new UdpRelay(conn2, { policy: fixed(policy([`127.0.0.1:${target.port}`])) });
   try {
     for (let i = 0; i < 5; i++) byDefault.handle(datagram(1, "127.0.0.1", target.port, `d${i}`));
     byDefault.handle(datagram(1, "::ffff:127.0.0.1", target.port, "mapped"));
@@ -282,7 +288,7 @@ Deno.test("udp relay egress: names are resolved once per flow target, refused on
     "echo.test": ["127.0.0.1"],
   });
   const { conn, down } = fakeConn();
-  const relay = new UdpRelay(conn, { lookup, policy: () => policy(["127.0.0.1"]) });
+  const relay = new UdpRelay(conn, { lookup, policy: fixed(policy(["127.0.0.1"])) });
   try {
     // 40 datagrams before the answer: 32 wait for it, 8 are dropped, then all later ones pass.
     for (let i = 0; i < 40; i++) relay.handle(datagram(1, "echo.test", target.port, `e${i}`));
@@ -294,7 +300,7 @@ Deno.test("udp relay egress: names are resolved once per flow target, refused on
     assertEquals(decodeUdpDatagram(down[0])!.host, "127.0.0.1");
     // Under the built-in policy a name with a loopback address among public ones is refused,
     // and one that does not resolve is dropped as a DNS failure; neither sends anything.
-    const strict = new UdpRelay(fakeConn().conn, { lookup, policy: () => policy() });
+    const strict = new UdpRelay(fakeConn().conn, { lookup, policy: fixed(policy()) });
     try {
       for (let i = 0; i < 20; i++) strict.handle(datagram(2, "rebind.test", target.port, "r"));
       assert(await until(() => strict.stats.egressDenied === 20), `${strict.stats.egressDenied}`);
@@ -317,19 +323,74 @@ Deno.test("udp relay egress: names are resolved once per flow target, refused on
   }
 });
 
-Deno.test("udp relay egress: a flow keeps the policy it opened with; new flows get the new one", async () => {
-  const target = startUdpEcho();
-  let current = policy();
-  const relay = new UdpRelay(fakeConn().conn, { policy: () => current });
+Deno.test("udp relay egress: a reload applies to open flows, cached and new targets alike", async () => {
+  const seen = startUdpEcho();
+  const fresh = startUdpEcho();
+  const allowing = policy(["127.0.0.0/8"]);
+  let current = allowing;
+  const denied: string[] = [];
+  const relay = new UdpRelay(fakeConn().conn, {
+    policy: () => current,
+    onDenied: (h, p, reason) => denied.push(`${h}:${p} ${reason}`),
+  });
   try {
-    relay.handle(datagram(1, "127.0.0.1", target.port, "old"));
-    assertEquals(relay.stats.egressDenied, 1);
-    current = policy(["127.0.0.0/8"]);
-    relay.handle(datagram(1, "127.0.0.1", target.port, "old again"));
-    assertEquals(relay.stats.egressDenied, 2, "an open flow keeps its decision");
-    relay.handle(datagram(2, "127.0.0.1", target.port, "new"));
-    assert(await until(() => target.got.length === 1));
-    assertEquals(target.got, ["new"]);
+    // Opened under an allow: the target is decided (and cached) as allowed.
+    relay.handle(datagram(1, "127.0.0.1", seen.port, "before"));
+    assert(await until(() => seen.got.length === 1));
+    // The reload removes the allow: the same long-lived flow is refused, both at the
+    // target it has already used and at one it had not.
+    current = policy();
+    relay.handle(datagram(1, "127.0.0.1", seen.port, "cached after"));
+    relay.handle(datagram(1, "127.0.0.1", fresh.port, "new after"));
+    assertEquals(relay.stats.egressDenied, 2);
+    assertEquals(denied, [
+      `127.0.0.1:${seen.port} not allowed: 127.0.0.1 is loopback`,
+      `127.0.0.1:${fresh.port} not allowed: 127.0.0.1 is loopback`,
+    ]);
+    // A flow that opened after the reload is refused as well.
+    relay.handle(datagram(2, "127.0.0.1", seen.port, "other flow"));
+    assertEquals(relay.stats.egressDenied, 3);
+    // An egress.deny added by a reload, more specific than the allow, applies too.
+    current = policy(["127.0.0.0/8"], [], [`127.0.0.1:${fresh.port}`]);
+    relay.handle(datagram(1, "127.0.0.1", seen.port, "allowed again"));
+    relay.handle(datagram(1, "127.0.0.1", fresh.port, "denied by egress.deny"));
+    assertEquals(relay.stats.egressDenied, 4);
+    assert(await until(() => seen.got.length === 2));
+    await new Promise((r) => setTimeout(r, 100));
+    assertEquals(seen.got, ["before", "allowed again"]);
+    assertEquals(fresh.got, [], "nothing refused reached the new target");
+    // Unchanged policy: decisions stay cached (no second report for the same target).
+    relay.handle(datagram(1, "127.0.0.1", fresh.port, "still denied"));
+    assertEquals(relay.stats.egressDenied, 5);
+    assertEquals(denied.length, 4);
+  } finally {
+    relay.close();
+    await seen.close();
+    await fresh.close();
+  }
+});
+
+Deno.test("udp relay egress: a name's lookup made before a reload does not decide after it", async () => {
+  const target = startUdpEcho();
+  const pending: (() => void)[] = [];
+  const lookup: Resolver = () =>
+    new Promise((resolve) => pending.push(() => resolve([{ address: "127.0.0.1", family: 4 }])));
+  let current = policy(["127.0.0.0/8"]);
+  const relay = new UdpRelay(fakeConn().conn, { lookup, policy: () => current });
+  try {
+    relay.handle(datagram(1, "echo.test", target.port, "q1"));
+    relay.handle(datagram(1, "echo.test", target.port, "q2"));
+    assertEquals(pending.length, 1, "one lookup, two datagrams waiting");
+    current = policy();
+    // The next datagram sees the new policy: the waiting ones are dropped, a new lookup starts.
+    relay.handle(datagram(1, "echo.test", target.port, "q3"));
+    assertEquals(relay.stats.queueDropped, 2);
+    assertEquals(pending.length, 2);
+    for (const p of pending) p();
+    assert(await until(() => relay.stats.egressDenied === 1), `${relay.stats.egressDenied}`);
+    await new Promise((r) => setTimeout(r, 100));
+    assertEquals(relay.stats.datagramsUp, 0);
+    assertEquals(target.got, [], "the old policy's answer sent nothing");
   } finally {
     relay.close();
     await target.close();
@@ -346,7 +407,7 @@ Deno.test("udp relay egress: lookups and queued datagrams are bounded per sessio
       pending.push(() => resolve([{ address: "93.184.215.14", family: 4 }]));
     });
   };
-  const relay = new UdpRelay(fakeConn().conn, { lookup: slow, policy: () => policy() });
+  const relay = new UdpRelay(fakeConn().conn, { lookup: slow, policy: fixed(policy()) });
   try {
     // 40 names, 10 datagrams each, on 4 flows: at most 16 lookups, at most 128 datagrams queued.
     for (let n = 0; n < 40; n++) {
