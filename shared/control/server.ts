@@ -2,8 +2,10 @@
  * The daemons' local control socket: a Unix socket (mode 0600) on which one
  * JSON request line (`{"cmd":"status"}`) gets one JSON answer line
  * (`{"ok":true,…}` or `{"ok":false,"error":"…"}`), then the connection closes.
- * Requests are bounded ({@link MAX_REQUEST_BYTES}, {@link REQUEST_TIMEOUT_MS});
- * bad input gets an error answer or a closed connection, never a crash.
+ * Requests are bounded ({@link MAX_REQUEST_BYTES}, {@link REQUEST_TIMEOUT_MS}),
+ * and so is writing the answer (the same timeout: a peer that never reads
+ * does not hold one of the {@link MAX_CONNECTIONS} slots); bad input gets an
+ * error answer or a closed connection, never a crash.
  * @module
  */
 
@@ -21,7 +23,10 @@ const log = getLog("control");
 
 /** Longest request line accepted, bytes (newline included). */
 export const MAX_REQUEST_BYTES = 4096;
-/** A connection that has not sent a full line by then is closed. */
+/**
+ * A connection that has not sent a full line by then is closed; so is one
+ * whose answer could not be written in that time (the peer does not read).
+ */
 export const REQUEST_TIMEOUT_MS = 5000;
 /** Connections served at once; more are closed right away. */
 export const MAX_CONNECTIONS = 16;
@@ -263,12 +268,14 @@ export class ControlServer {
         await writeAll(
           conn,
           answerLine({ ok: false, error: `request longer than ${MAX_REQUEST_BYTES} bytes` }),
+          this.#timeoutMs,
         );
       } else if (line !== null) {
-        await writeAll(conn, answerLine(await answerRequest(line.trim(), this.#commands)));
+        const answer = answerLine(await answerRequest(line.trim(), this.#commands));
+        await writeAll(conn, answer, this.#timeoutMs);
       }
     } catch {
-      // the peer went away
+      // the peer went away, or did not read the answer in time (closed by writeAll)
     } finally {
       try {
         conn.close();
@@ -304,9 +311,21 @@ export class ControlServer {
   }
 }
 
-async function writeAll(conn: Deno.Conn, data: Uint8Array): Promise<void> {
-  let off = 0;
-  while (off < data.length) off += await conn.write(data.subarray(off));
+/** Writes all of `data`, or closes `conn` (the pending write then rejects) after `timeoutMs`. */
+async function writeAll(conn: Deno.Conn, data: Uint8Array, timeoutMs: number): Promise<void> {
+  const timer = setTimeout(() => {
+    try {
+      conn.close();
+    } catch {
+      // already closed
+    }
+  }, timeoutMs);
+  try {
+    let off = 0;
+    while (off < data.length) off += await conn.write(data.subarray(off));
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   ControlCommandError,
   type ControlHandler,
   ControlServer,
+  MAX_CONNECTIONS,
   MAX_REQUEST_BYTES,
 } from "../../shared/control/server.ts";
 import { ControlUnavailableError, queryControl } from "../../shared/control/query.ts";
@@ -30,6 +31,9 @@ const KEY = "00".repeat(32);
 /** No environment, warnings dropped. */
 const QUIET = { warn: () => {}, env: () => undefined };
 
+/** Size of the `big` answer: far more than a Unix socket buffers (about 200 KiB on Linux). */
+const BIG = 4 * 1024 * 1024;
+
 const commands: Record<string, ControlHandler> = {
   status: () => ({ stats: { sessions: 3 } }),
   refuse: () => {
@@ -38,6 +42,8 @@ const commands: Record<string, ControlHandler> = {
   crash: () => {
     throw new TypeError("boom");
   },
+  /** An answer far bigger than a Unix socket's buffers: its write waits for the peer to read. */
+  big: () => ({ blob: "x".repeat(BIG) }),
 };
 
 /** Runs `fn` with a fresh temporary directory, removed afterwards even on failure. */
@@ -179,6 +185,59 @@ Deno.test("control: bad input gets an error answer or a closed connection, never
       // Still serving after all that.
       assertEquals((await queryControl(path, { cmd: "status" })).ok, true);
     } finally {
+      await s.close();
+    }
+  });
+});
+
+Deno.test("control: peers that never read a big answer are closed after the timeout", async () => {
+  await withDir(async (dir) => {
+    const path = `${dir}/c.sock`;
+    const timeoutMs = 1000;
+    const s = await open(path, timeoutMs);
+    const stuck: Deno.Conn[] = [];
+    try {
+      // Every slot taken by a peer that asks for a big answer and never reads it.
+      for (let i = 0; i < MAX_CONNECTIONS; i++) {
+        const c = await Deno.connect({ transport: "unix", path });
+        stuck.push(c);
+        await c.write(enc('{"cmd":"big"}\n'));
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      // While they hold the slots, a 17th is turned away (closed without an answer)...
+      assertEquals(await raw(path, enc('{"cmd":"status"}\n')), "", "the slots are taken");
+      // ...and once the write timeout has passed, it is served.
+      const t0 = performance.now();
+      let answer = "";
+      while (answer === "" && performance.now() - t0 < 4000) {
+        answer = await raw(path, enc('{"cmd":"status"}\n'));
+        if (answer === "") await new Promise((r) => setTimeout(r, 50));
+      }
+      const waited = performance.now() - t0;
+      assertEquals(JSON.parse(answer), { stats: { sessions: 3 }, ok: true });
+      assert(waited < timeoutMs + 2000, `served after ${waited.toFixed(0)} ms`);
+      // The 17th got a slot only because stuck peers were cut off: they get part of their
+      // answer, then the end. (A peer whose write started late may still drain it all in time.)
+      let cut = 0;
+      for (const c of stuck) {
+        const buf = new Uint8Array(1 << 16);
+        let got = 0;
+        while (true) {
+          const n = await c.read(buf).catch(() => null);
+          if (n === null) break;
+          got += n;
+        }
+        if (got < BIG) cut++;
+      }
+      assert(cut >= 1, "no stuck peer was cut off");
+    } finally {
+      for (const c of stuck) {
+        try {
+          c.close();
+        } catch {
+          // closed
+        }
+      }
       await s.close();
     }
   });
