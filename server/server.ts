@@ -20,7 +20,8 @@ import "../ffi/udp_linux.ts";
 import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./dispatcher.ts";
 import { type RelayStats, serveStream } from "./relay.ts";
 import { newUdpRelayStats, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
-import { EgressPolicy, localAddresses, type Resolver } from "./egress.ts";
+import { EgressPolicy, localAddresses, type Resolver, systemResolver } from "./egress.ts";
+import { parseIp } from "../shared/net/cidr.ts";
 import { createEgressDialer, ownAddresses } from "./egress_dialer.ts";
 import { CounterStore } from "./store.ts";
 import { type ApiBackend, ApiError, type SessionView, type UserView } from "./api.ts";
@@ -69,8 +70,18 @@ export interface ServerOptions {
   dialer?: Dialer;
   /** Name resolution for the egress check, TCP and UDP (default: the system resolver). */
   lookup?: Resolver;
-  /** The server's interface addresses, refused by the policy (default: `localAddresses()`). */
+  /**
+   * The server's interface addresses, refused by the policy (default:
+   * `localAddresses()`); asked when the policy is built and every
+   * `ownAddressRefreshMs`.
+   */
   interfaceAddresses?: () => string[];
+  /**
+   * How often the server's own addresses (interfaces, and a `publicAddress`
+   * that is a name, resolved) are looked at again, ms; a change rebuilds the
+   * egress policy. Default 30 000; 0: only at start and reload.
+   */
+  ownAddressRefreshMs?: number;
 }
 
 const log = getLog("server");
@@ -99,8 +110,18 @@ export class OstpServer {
 
   private readonly sockets: DatagramSocket[] = [];
   private readonly dialer: Dialer;
-  /** The egress policy in force (rebuilt on {@link reload}, asked per new stream or flow). */
+  /**
+   * The egress policy in force (rebuilt on {@link reload} and when the own
+   * addresses change; asked per new stream and per UDP datagram).
+   */
   private policy: EgressPolicy;
+  /** The own addresses {@link policy} was built with (to see whether they changed). */
+  private policySelf = "";
+  /** The addresses a `publicAddress` that is a name resolved to, the last time it was resolved. */
+  private publicResolved: { host: string; addresses: string[] } | null = null;
+  private selfTimer: ReturnType<typeof setInterval> | undefined;
+  /** A refresh of the own addresses is running (one at a time). */
+  private refreshing: Promise<void> | null = null;
   /** TCP targets the egress policy refused. */
   private egressDeniedTcp = 0;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
@@ -110,7 +131,7 @@ export class OstpServer {
 
   constructor(config: ServerConfig, private readonly options: ServerOptions = {}) {
     this.current = config;
-    this.policy = this.buildPolicy(config);
+    this.policy = this.buildPolicy(config, this.interfaceAddresses());
     this.dialer = createEgressDialer(
       options.dialer ?? createDirectDialer({ connectTimeoutMs: config.connectTimeout * 1000 }),
       {
@@ -207,6 +228,14 @@ export class OstpServer {
     }
     const interval = this.options.statsIntervalMs ?? 5000;
     this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
+    // The own addresses change under a running server (DHCP, a new interface, the public
+    // name's DNS): look at them again now (a publicAddress name is resolved) and regularly.
+    void this.refreshOwnAddresses();
+    const refreshMs = this.options.ownAddressRefreshMs ?? 30_000;
+    if (refreshMs > 0) {
+      this.selfTimer = setInterval(() => void this.refreshOwnAddresses(), refreshMs);
+      Deno.unrefTimer(this.selfTimer);
+    }
     this.armFlush();
     this.enforceTimer = setInterval(() => this.enforce(), 1000);
     this.events.emit("state", { state: "running" });
@@ -551,27 +580,90 @@ export class OstpServer {
     };
   }
 
-  /**
-   * The egress policy of `cfg` (docs/egress.md): the built-in list, the
-   * server's own addresses (interfaces, listen addresses, a literal
-   * publicAddress) and `egress.allow` / `egress.deny`.
-   */
-  private buildPolicy(cfg: ServerConfig): EgressPolicy {
-    let interfaces: string[] = [];
+  /** This host's interface addresses now (empty, with a warning, when they cannot be listed). */
+  private interfaceAddresses(): string[] {
     try {
-      interfaces = this.options.interfaceAddresses?.() ?? localAddresses();
+      return this.options.interfaceAddresses?.() ?? localAddresses();
     } catch (e) {
       log.warn("cannot list this host's addresses for the egress policy: {error}", {
         error: String(e),
       });
+      return [];
     }
-    const self = ownAddresses(cfg, interfaces);
+  }
+
+  /**
+   * The own addresses of `cfg` for the policy: `ownAddresses()` (interfaces,
+   * listen addresses, a literal publicAddress) plus what a publicAddress that
+   * is a name last resolved to.
+   */
+  private selfOf(cfg: ServerConfig, interfaces: readonly string[]): string[] {
+    const resolved = this.publicResolved?.host === cfg.publicAddress?.host
+      ? this.publicResolved?.addresses ?? []
+      : [];
+    return ownAddresses({ listen: cfg.listen, publicAddress: cfg.publicAddress }, [
+      ...interfaces,
+      ...resolved,
+    ]);
+  }
+
+  /**
+   * The egress policy of `cfg` (docs/egress.md): the built-in list, the
+   * server's own addresses ({@link selfOf}) and `egress.allow` / `egress.deny`.
+   */
+  private buildPolicy(cfg: ServerConfig, interfaces: readonly string[]): EgressPolicy {
+    const self = this.selfOf(cfg, interfaces);
+    this.policySelf = self.join(" ");
     log.debug("egress policy: built-in list, {allow} allow and {deny} deny entries, own {self}", {
       allow: cfg.egress.allow.length,
       deny: cfg.egress.deny.length,
-      self: self.join(" "),
+      self: this.policySelf,
     });
     return new EgressPolicy({ allow: cfg.egress.allow, deny: cfg.egress.deny, self });
+  }
+
+  /**
+   * Looks at the own addresses again — the interfaces, and a publicAddress
+   * that is a name, resolved (a failure is logged at debug and keeps what it
+   * resolved to before) — and rebuilds the policy when they changed. Runs at
+   * start, after a reload and every `ownAddressRefreshMs`; never throws.
+   */
+  refreshOwnAddresses(): Promise<void> {
+    this.refreshing ??= this.doRefresh().finally(() => this.refreshing = null);
+    return this.refreshing;
+  }
+
+  private async doRefresh(): Promise<void> {
+    try {
+      const host = this.current.publicAddress?.host;
+      if (host !== undefined && parseIp(host) === null) {
+        try {
+          const answers = await (this.options.lookup ?? systemResolver)(host);
+          const addresses = answers.map((a) => a.address).filter((a) => parseIp(a) !== null);
+          this.publicResolved = { host, addresses };
+        } catch (e) {
+          log.debug("cannot resolve publicAddress {host} for the egress policy: {error}", {
+            host,
+            error: String(e),
+          });
+        }
+      }
+      if (this.stopping) return;
+      const cfg = this.current;
+      const interfaces = this.interfaceAddresses();
+      if (this.selfOf(cfg, interfaces).join(" ") === this.policySelf) return;
+      this.policy = this.buildPolicy(cfg, interfaces);
+      log.info("this server's own addresses changed; egress policy rebuilt (own {self})", {
+        self: this.policySelf,
+      });
+    } catch (e) {
+      log.debug("own-address refresh failed: {error}", { error: String(e) });
+    }
+  }
+
+  /** The egress policy in force (docs/egress.md). */
+  get egressPolicy(): EgressPolicy {
+    return this.policy;
   }
 
   private current: ServerConfig;
@@ -587,8 +679,8 @@ export class OstpServer {
    * under removed keys are closed with a reason. Listen addresses and the
    * session tunables of live sessions need a restart; the result says which
    * changes were not applied. A new egress policy (the config's, and the
-   * host's addresses as they are now) applies to streams and UDP flows opened
-   * from now on.
+   * host's addresses as they are now) applies to streams opened from now on
+   * and to every later UDP datagram.
    */
   reload(next: ServerConfig): { closedSessions: number; needsRestart: string[] } {
     const needsRestart: string[] = [];
@@ -602,7 +694,7 @@ export class OstpServer {
     }
     if (next.stateFile !== this.current.stateFile) needsRestart.push("stateFile");
     if (next.control !== this.current.control) needsRestart.push("control");
-    const policy = this.buildPolicy(next);
+    const policy = this.buildPolicy(next, this.interfaceAddresses());
     const closedSessions = this.applyUsers("access key removed", next) + this.enforce();
     this.policy = policy;
     this.dispatcher.updateLimits({
@@ -613,6 +705,8 @@ export class OstpServer {
     const flushChanged = next.statsFlushInterval !== this.current.statsFlushInterval;
     this.current = { ...next, listen: this.current.listen, stateFile: this.current.stateFile };
     if (flushChanged && this.flushTimer !== undefined) this.armFlush();
+    // A publicAddress name (maybe a new one) is resolved now; the policy follows when it differs.
+    if (this.statsTimer !== undefined && !this.stopping) void this.refreshOwnAddresses();
     return { closedSessions, needsRestart };
   }
 
@@ -623,6 +717,14 @@ export class OstpServer {
     clearInterval(this.statsTimer);
     clearInterval(this.enforceTimer);
     clearInterval(this.flushTimer);
+    clearInterval(this.selfTimer);
+    this.selfTimer = undefined;
+    // A refresh in flight gives up once it sees `stopping`; a lookup that hangs is not waited for.
+    if (this.refreshing) {
+      let t: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([this.refreshing, new Promise((r) => t = setTimeout(r, 200))]);
+      clearTimeout(t);
+    }
     this.dispatcher.closeAll(CloseCode.SHUTDOWN, "server shutting down");
     for (const u of this.udpRelays) u.close();
     this.udpRelays.clear();
