@@ -1,9 +1,28 @@
-import { assertEquals, assertThrows, fromHex, toHexStr } from "../support/assert.ts";
-import { createAead } from "../../shared/crypto/aead.ts";
+import { assert, assertEquals, assertThrows, fromHex, toHexStr } from "../support/assert.ts";
+import {
+  AEAD_IMPLS,
+  aeadAvailable,
+  type AeadImpl,
+  createAead,
+  defaultAeadImpl,
+} from "../../shared/crypto/aead.ts";
 
-const IMPLS = ["noble", "node"] as const;
+/** Every implementation this machine can run (tests run with --allow-all). */
+const IMPLS: AeadImpl[] = AEAD_IMPLS.filter(aeadAvailable);
 
-Deno.test("aead: RFC 8439 section 2.8.2 vector, both implementations", () => {
+Deno.test("aead: node and noble always available; native ones where their library loads", () => {
+  assert(IMPLS.includes("node") && IMPLS.includes("noble"));
+  // This project's CI and dev machines have libsodium and libcrypto 3; say so if not.
+  if (Deno.build.os === "linux") {
+    assert(IMPLS.includes("sodium"), "libsodium.so.23 expected on the test machine");
+    assert(IMPLS.includes("libcrypto"), "libcrypto.so.3 expected on the test machine");
+  }
+  const d = defaultAeadImpl();
+  const forced = Deno.env.get("OSTP_AEAD");
+  assertEquals(d, forced ? forced : IMPLS.includes("sodium") ? "sodium" : "node");
+});
+
+Deno.test("aead: RFC 8439 section 2.8.2 vector, every implementation", () => {
   const key = fromHex("808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f");
   const nonce = fromHex("070000004041424344454647");
   const aad = fromHex("50515253c0c1c2c3c4c5c6c7");
@@ -18,6 +37,9 @@ Deno.test("aead: RFC 8439 section 2.8.2 vector, both implementations", () => {
     assertEquals(a.seal(nonce, aad, pt, out), pt.length + 16);
     assertEquals(toHexStr(out.subarray(0, 32)), ctPrefix, impl);
     assertEquals(toHexStr(out.subarray(pt.length)), tag, impl);
+    const back = new Uint8Array(pt.length);
+    assertEquals(a.open(nonce, aad, out, back), pt.length, impl);
+    assertEquals(toHexStr(back), toHexStr(pt), impl);
   }
 });
 
@@ -82,4 +104,55 @@ Deno.test("aead: argument checks", () => {
   }
   // deno-lint-ignore no-explicit-any
   assertThrows(() => createAead(new Uint8Array(32), "openssl" as any), RangeError);
+});
+
+const ROOT = new URL("../../", import.meta.url);
+
+/** Runs `code` as a module in a child Deno with only `perms`; returns its trimmed stdout. */
+async function childRun(perms: string[], code: string, env: Record<string, string> = {}) {
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, code);
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--config", new URL("deno.json", ROOT).pathname, ...perms, file],
+      env: { NO_COLOR: "1", ...env },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder().decode(out.stdout).trim();
+    if (!out.success) throw new Error(`child failed: ${new TextDecoder().decode(out.stderr)}`);
+    return text;
+  } finally {
+    await Deno.remove(file);
+  }
+}
+
+const PROBE = `
+import { defaultAeadImpl, createAead } from "${new URL("shared/crypto/aead.ts", ROOT).href}";
+import { Masker } from "${new URL("shared/crypto/keys.ts", ROOT).href}";
+const a = createAead(new Uint8Array(32));
+const out = new Uint8Array(32);
+a.seal(new Uint8Array(12), new Uint8Array(0), new Uint8Array(16), out);
+console.log(defaultAeadImpl(), a.impl, new Masker(new Uint8Array(32)).impl);
+`;
+
+Deno.test("aead: without --allow-ffi the defaults are node:crypto and noble, no prompt", async () => {
+  // No --allow-ffi (and stdin is not a terminal, so a prompt would fail the child).
+  assertEquals(await childRun(["--allow-read", "--allow-env"], PROBE), "node node noble");
+});
+
+Deno.test("aead: OSTP_AEAD forces an implementation; an unknown name is refused", async () => {
+  const perms = ["--allow-env", "--allow-ffi", "--allow-read"];
+  for (const impl of IMPLS) {
+    const got = await childRun(perms, PROBE, { OSTP_AEAD: impl });
+    assertEquals(got.split(" ").slice(0, 2).join(" "), `${impl} ${impl}`);
+  }
+  let failed = false;
+  try {
+    await childRun(perms, PROBE, { OSTP_AEAD: "rot13" });
+  } catch (e) {
+    failed = String(e).includes("unknown AEAD implementation");
+  }
+  assert(failed, "OSTP_AEAD=rot13 must fail with a clear message");
 });
