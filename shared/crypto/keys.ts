@@ -7,13 +7,17 @@
  * it with HKDF-SHA256, once per key; callers cache the {@link KeySecrets}.
  *
  * {@link Masker} computes header masks, `HMAC-SHA256(obfs_key, sample)`, on
- * the per-packet hot path without re-keying the HMAC each time.
+ * the per-packet hot path without allocating: OpenSSL's or libsodium's
+ * SHA-256 through FFI where one loads, else `@noble/hashes`, each from
+ * precomputed keyed states.
  * @module
  */
 
 import { sha256 } from "@noble/hashes/sha2.js";
 import { expand, extract } from "@noble/hashes/hkdf.js";
 import { _HMAC } from "@noble/hashes/hmac.js";
+import { loadSodium, type Sodium } from "../../ffi/sodium.ts";
+import { type Libcrypto, loadLibcrypto, SHA256_CTX_SIZE } from "../../ffi/libcrypto.ts";
 
 /** Length in bytes of an access key. */
 export const ACCESS_KEY_LENGTH = 32;
@@ -192,21 +196,102 @@ export function deriveSecrets(accessKey: Uint8Array): KeySecrets {
 /** Length of the sample a mask is computed from. */
 export const MASK_SAMPLE_LENGTH = 32;
 
+/** Which HMAC-SHA256 a {@link Masker} uses. */
+export type MaskImpl = "libcrypto" | "sodium" | "noble";
+
+/** 32 as the bigint a u64/usize foreign length argument takes. */
+const SAMPLE_LEN_U64 = BigInt(MASK_SAMPLE_LENGTH);
+
+/** One computation of `HMAC-SHA256(key, input)` into `digest`. */
+type MacFn = (input: Uint8Array, digest: Uint8Array<ArrayBuffer>) => void;
+
+/** HMAC from libcrypto's SHA-256 with precomputed inner and outer states (4 calls). */
+function libcryptoMac(lc: Libcrypto, key: Uint8Array): MacFn {
+  const inner = new Uint8Array(SHA256_CTX_SIZE);
+  const outer = new Uint8Array(SHA256_CTX_SIZE);
+  const ctx = new Uint8Array(SHA256_CTX_SIZE);
+  const pad = new Uint8Array(64);
+  for (const [state, byte] of [[inner, 0x36], [outer, 0x5c]] as const) {
+    for (let i = 0; i < 64; i++) pad[i] = (i < key.length ? key[i] : 0) ^ byte;
+    lc.SHA256_Init(state);
+    lc.SHA256_Update(state, pad, 64n);
+  }
+  pad.fill(0);
+  return (input, digest) => {
+    ctx.set(inner);
+    lc.SHA256_Update(ctx, input as Uint8Array<ArrayBuffer>, SAMPLE_LEN_U64);
+    lc.SHA256_Final(digest, ctx);
+    ctx.set(outer);
+    lc.SHA256_Update(ctx, digest, SAMPLE_LEN_U64);
+    lc.SHA256_Final(digest, ctx);
+  };
+}
+
+/** HMAC from libsodium's keyed `crypto_auth_hmacsha256_state`, copied per call (2 calls). */
+function sodiumMac(so: Sodium, key: Uint8Array<ArrayBuffer>): MacFn {
+  const size = Number(so.crypto_auth_hmacsha256_statebytes());
+  const keyed = new Uint8Array(size);
+  const state = new Uint8Array(size);
+  so.crypto_auth_hmacsha256_init(keyed, key, BigInt(key.length));
+  return (input, digest) => {
+    state.set(keyed);
+    so.crypto_auth_hmacsha256_update(state, input as Uint8Array<ArrayBuffer>, SAMPLE_LEN_U64);
+    so.crypto_auth_hmacsha256_final(state, digest);
+  };
+}
+
+/** HMAC from `@noble/hashes`: the keyed state cloned into one scratch instance per call. */
+function nobleMac(key: Uint8Array): MacFn {
+  const base = new _HMAC(sha256, key);
+  let scratch: _HMAC<any> = base.clone();
+  return (input, digest) => {
+    const h = base._cloneInto(scratch);
+    scratch = h;
+    h.update(input);
+    h.digestInto(digest);
+  };
+}
+
 /**
- * Computes header masks `HMAC-SHA256(obfs_key, sample[0..32])` without
- * re-keying: the keyed HMAC state is computed once and cloned into a scratch
- * instance per call. Not reentrant (one scratch state), which is fine on a
- * single-threaded event loop.
+ * Computes header masks `HMAC-SHA256(obfs_key, sample[0..32])` into a reused
+ * digest buffer, allocating nothing per call beyond a subarray view. Where
+ * FFI is granted it uses, in order of measured speed (tests/bench/crypto_bench.ts):
+ * - `"libcrypto"`: OpenSSL's SHA-256 from precomputed inner/outer states;
+ * - `"sodium"`: libsodium's keyed HMAC state, copied per call;
+ * - `"noble"`: `@noble/hashes`, pure JavaScript, always available.
+ * All give identical bytes (tests/unit/mask_native_test.ts cross-checks them).
+ * Not reentrant (one scratch state), which is fine on a single-threaded event loop.
  */
 export class Masker {
-  readonly #base: _HMAC<any>;
-  #scratch: _HMAC<any>;
+  /** Which implementation this masker uses. */
+  readonly impl: MaskImpl;
+  readonly #mac: MacFn;
   readonly #digest = new Uint8Array(32);
 
-  /** Prepares the keyed HMAC-SHA256 state for `obfsKey`. */
-  constructor(obfsKey: Uint8Array) {
-    this.#base = new _HMAC(sha256, obfsKey);
-    this.#scratch = this.#base.clone();
+  /**
+   * Prepares HMAC-SHA256 for `obfsKey` with `impl`, or the fastest available.
+   * @throws {RangeError} if `impl` names a library that is not available.
+   */
+  constructor(obfsKey: Uint8Array, impl?: MaskImpl) {
+    // Keys longer than a block would be hashed first; ours are 32 bytes, the
+    // native paths only take those (longer keys go to noble).
+    const native = obfsKey.length <= 64;
+    const key = obfsKey.slice();
+    const lc = native && (impl === undefined || impl === "libcrypto") ? loadLibcrypto() : null;
+    const so = native && !lc && (impl === undefined || impl === "sodium") ? loadSodium() : null;
+    if ((impl === "libcrypto" && !lc) || (impl === "sodium" && !so)) {
+      throw new RangeError(`mask ${impl}: library not available (or FFI not granted)`);
+    }
+    if (lc) {
+      this.impl = "libcrypto";
+      this.#mac = libcryptoMac(lc, key);
+    } else if (so) {
+      this.impl = "sodium";
+      this.#mac = sodiumMac(so, key);
+    } else {
+      this.impl = "noble";
+      this.#mac = nobleMac(key);
+    }
   }
 
   /**
@@ -215,15 +300,13 @@ export class Masker {
    * `sample` must hold at least `offset + 32` bytes (not checked here).
    */
   mask(sample: Uint8Array, out: Uint8Array, offset = 0): void {
-    const h = this.#base._cloneInto(this.#scratch);
-    this.#scratch = h;
-    h.update(
+    const d = this.#digest;
+    this.#mac(
       offset === 0 && sample.length === MASK_SAMPLE_LENGTH
         ? sample
         : sample.subarray(offset, offset + MASK_SAMPLE_LENGTH),
+      d,
     );
-    const d = this.#digest;
-    h.digestInto(d);
     const n = out.length < 32 ? out.length : 32;
     for (let i = 0; i < n; i++) out[i] = d[i];
   }
