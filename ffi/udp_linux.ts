@@ -2,7 +2,10 @@
  * A Linux UDP socket through FFI: `recvmmsg` (on a worker thread, up to 64
  * datagrams per call) and `sendmmsg` (queued datagrams leave in one call at the
  * end of the task), with large kernel buffers so bursts are absorbed instead of
- * dropped. Importing this module registers it with `openUdp`.
+ * dropped. The per-datagram paths allocate nothing per datagram beyond the
+ * received view: a destination's sockaddr is encoded once per address object
+ * and copied, and a source address is looked up by its raw words (the last
+ * one compared first). Importing this module registers it with `openUdp`.
  * @module
  */
 
@@ -90,6 +93,14 @@ function encodeSockaddr(
   return 16;
 }
 
+/** A destination's encoded sockaddr, valid while the address object still says `host:port`. */
+interface EncodedName {
+  readonly host: string;
+  readonly port: number;
+  readonly bytes: Uint8Array;
+  readonly len: number;
+}
+
 function mapped(v4: Uint8Array): Uint8Array {
   const b = new Uint8Array(16);
   b[10] = 0xff;
@@ -122,13 +133,22 @@ export class LinuxUdpSocket implements DatagramSocket {
   private readonly txMsgs = new Uint8Array(BATCH * MMSG);
   private readonly txMsgView = new DataView(this.txMsgs.buffer);
   private readonly txIovView = new DataView(this.txIov.buffer);
-  private readonly txNameView = new DataView(this.txNames.buffer);
   private txCount = 0;
   private flushQueued = false;
   /** Datagrams the kernel refused to queue (send buffer full). */
   sendDrops = 0;
 
   private readonly addrCache = new Map<string, Deno.NetAddr>();
+  /** Encoded sockaddrs by destination object (the session keeps one per peer). */
+  private readonly nameCache = new WeakMap<Deno.NetAddr, EncodedName>();
+  // The last source seen: family, port and address words, and its object.
+  private lastFamily = -1;
+  private lastPort = -1;
+  private lastW0 = 0;
+  private lastW1 = 0;
+  private lastW2 = 0;
+  private lastW3 = 0;
+  private lastFrom: Deno.NetAddr | null = null;
 
   constructor(hostname: string, port: number, opts: UdpOptions = {}) {
     const s = sym();
@@ -225,24 +245,62 @@ export class LinuxUdpSocket implements DatagramSocket {
     return { transport: "udp", hostname, port };
   }
 
-  /** Source address of rx slot `i`, cached so the same peer yields the same object. */
+  /**
+   * Source address of rx slot `i`, cached so the same peer yields the same
+   * object. A run of datagrams from one peer (the bulk case) is matched
+   * against the previous source by its raw words, without building a key.
+   */
   private sourceOf(i: number): Deno.NetAddr {
     const v = this.rxNameView;
     const o = i * NAME;
     const family = v.getUint16(o, true);
-    // Cheap key: family, port and the address words.
-    const key = family === AF_INET
-      ? `${v.getUint32(o + 4)}:${v.getUint16(o + 2)}`
-      : `${v.getUint32(o + 8)},${v.getUint32(o + 12)},${v.getUint32(o + 16)},${
-        v.getUint32(o + 20)
-      }:${v.getUint16(o + 2)}`;
+    const port = v.getUint16(o + 2);
+    const v4 = family === AF_INET;
+    const w0 = v.getUint32(v4 ? o + 4 : o + 8);
+    const w1 = v4 ? 0 : v.getUint32(o + 12);
+    const w2 = v4 ? 0 : v.getUint32(o + 16);
+    const w3 = v4 ? 0 : v.getUint32(o + 20);
+    if (
+      this.lastFrom !== null && family === this.lastFamily && port === this.lastPort &&
+      w0 === this.lastW0 && w1 === this.lastW1 && w2 === this.lastW2 && w3 === this.lastW3
+    ) {
+      return this.lastFrom;
+    }
+    const key = v4 ? `${w0}:${port}` : `${w0},${w1},${w2},${w3}:${port}`;
     let a = this.addrCache.get(key);
     if (!a) {
       if (this.addrCache.size > 4096) this.addrCache.clear();
       a = this.decodeAddr(v, o);
       this.addrCache.set(key, a);
     }
+    this.lastFamily = family;
+    this.lastPort = port;
+    this.lastW0 = w0;
+    this.lastW1 = w1;
+    this.lastW2 = w2;
+    this.lastW3 = w3;
+    this.lastFrom = a;
     return a;
+  }
+
+  /**
+   * The encoded sockaddr for `to`, from the cache when the same object was
+   * sent to before (and still names the same host and port); null if `to`
+   * is not an IP address this socket can reach.
+   */
+  private nameFor(to: Deno.NetAddr): EncodedName | null {
+    const c = this.nameCache.get(to);
+    if (c !== undefined && c.host === to.hostname && c.port === to.port) return c;
+    const bytes = new Uint8Array(NAME);
+    let len: number;
+    try {
+      len = encodeSockaddr(new DataView(bytes.buffer), 0, to.hostname, to.port, this.v6);
+    } catch {
+      return null;
+    }
+    const e: EncodedName = { host: to.hostname, port: to.port, bytes, len };
+    this.nameCache.set(to, e);
+    return e;
   }
 
   run(onDatagram: (data: Uint8Array, from: Deno.NetAddr) => void): Promise<void> {
@@ -254,11 +312,15 @@ export class LinuxUdpSocket implements DatagramSocket {
     const s = sym();
     const mv = this.rxMsgView;
     try {
+      // The kernel rewrites msg_namelen only in the slots it fills: reset those.
+      let filled = BATCH;
       while (!this.closed) {
-        for (let i = 0; i < BATCH; i++) mv.setUint32(i * MMSG + 8, NAME, true);
+        for (let i = 0; i < filled; i++) mv.setUint32(i * MMSG + 8, NAME, true);
+        filled = 0;
         const n = await s.recvmmsg(this.fd, this.rxMsgs, BATCH, MSG_WAITFORONE, null);
         if (this.closed) break;
         if (n <= 0) continue; // timeout (EAGAIN) or EINTR
+        filled = n;
         for (let i = 0; i < n; i++) {
           const len = mv.getUint32(i * MMSG + 56, true);
           try {
@@ -280,18 +342,16 @@ export class LinuxUdpSocket implements DatagramSocket {
       this.sendLarge(data, to);
       return;
     }
+    const name = this.nameFor(to);
+    if (name === null) return;
     if (this.txCount === BATCH) this.flush();
     const i = this.txCount++;
     this.txData.set(data, i * SEND_SLOT);
-    this.txIovView.setBigUint64(i * IOV + 8, BigInt(data.length), true);
-    let nameLen: number;
-    try {
-      nameLen = encodeSockaddr(this.txNameView, i * NAME, to.hostname, to.port, this.v6);
-    } catch {
-      this.txCount--;
-      return;
-    }
-    this.txMsgView.setUint32(i * MMSG + 8, nameLen, true);
+    // iov_len (a size_t) as two 32-bit words: no BigInt per datagram.
+    this.txIovView.setUint32(i * IOV + 8, data.length, true);
+    this.txIovView.setUint32(i * IOV + 12, 0, true);
+    this.txNames.set(name.bytes, i * NAME);
+    this.txMsgView.setUint32(i * MMSG + 8, name.len, true);
     if (!this.flushQueued) {
       this.flushQueued = true;
       queueMicrotask(this.flushTask);
@@ -303,15 +363,12 @@ export class LinuxUdpSocket implements DatagramSocket {
    * what is queued goes first, then slot 0's iovec points at a private copy.
    */
   private sendLarge(data: Uint8Array, to: Deno.NetAddr): void {
+    const name = this.nameFor(to);
+    if (name === null) return;
     this.flush();
     const copy = data.slice() as Uint8Array<ArrayBuffer>;
-    let nameLen: number;
-    try {
-      nameLen = encodeSockaddr(this.txNameView, 0, to.hostname, to.port, this.v6);
-    } catch {
-      return;
-    }
-    this.txMsgView.setUint32(8, nameLen, true);
+    this.txNames.set(name.bytes, 0);
+    this.txMsgView.setUint32(8, name.len, true);
     const savedBase = this.txIovView.getBigUint64(0, true);
     this.txIovView.setBigUint64(0, addrOf(copy), true);
     this.txIovView.setBigUint64(8, BigInt(copy.length), true);
