@@ -27,7 +27,10 @@ import type { UdpFlow, UdpFlowOpener } from "./outbound.ts";
 import { PacketCodec } from "../../shared/wire/packet.ts";
 import { writeAll } from "../../shared/pipe.ts";
 import { type DatagramSocket, openUdp } from "../../shared/net/datagram.ts";
+import { getLog } from "../../shared/log.ts";
 import "../../ffi/udp_linux.ts";
+
+const log = getLog("client");
 
 /** Lifecycle of one session runner. */
 export type RunnerState = "idle" | "connecting" | "connected" | "stopped";
@@ -52,6 +55,10 @@ export interface OstpPoolOptions {
    * `silentMs`); a new handshake starts beside it. Once per outage.
    */
   onUnresponsive?: (index: number, silentMs: number) => void;
+  /** Resolves the server's name (default: `node:dns/promises` `lookup`); bounded by the connect timeout. */
+  lookup?: (host: string) => Promise<{ address: string }>;
+  /** Opens a UDP socket (default: `openUdp`); may throw (EMFILE, …). */
+  openSocket?: (hostname: string, port: number) => DatagramSocket;
 }
 
 /** Thrown when the handshake got no valid answer in time. */
@@ -80,6 +87,12 @@ const ANSWER_GRACE_MS = 50;
 /** One handshake on its own fresh socket. */
 interface Attempt {
   socket: DatagramSocket;
+  /**
+   * The server's address this attempt resolved and handshakes with; it
+   * becomes the runner's `serverAddr` only when the attempt's session is
+   * installed (the live session keeps sending to its own meanwhile).
+   */
+  server: Deno.NetAddr;
   hello: ClientHello;
   params: HelloParams;
   started: number;
@@ -131,6 +144,8 @@ export class SessionRunner {
   private lastAttemptAt = -Infinity;
   private wakeUp: (() => void) | null = null;
   private poked = false;
+  /** Aborted by {@link stop}: ends a name lookup that is still waiting. */
+  private readonly stopSignal = new AbortController();
 
   constructor(
     readonly index: number,
@@ -280,9 +295,10 @@ export class SessionRunner {
     this.socket = null;
   }
 
-  private openSocket(): DatagramSocket {
-    const v6 = this.serverAddr?.hostname.includes(":") ?? false;
-    return openUdp(v6 ? "::" : "0.0.0.0", 0);
+  /** A fresh UDP socket of `to`'s family (may throw: EMFILE and the like). */
+  private openSocket(to: Deno.NetAddr | null): DatagramSocket {
+    const v6 = to?.hostname.includes(":") ?? false;
+    return (this.opts.openSocket ?? openUdp)(v6 ? "::" : "0.0.0.0", 0);
   }
 
   /** True while the live session's server does not answer (a new handshake runs beside it). */
@@ -299,12 +315,23 @@ export class SessionRunner {
    * Moves the live session to a fresh UDP socket (a new source port) without a
    * new handshake: NAT rebinding on demand, and the "socket hopping" that
    * defeats per-flow throttling. The server follows once it has seen the
-   * new address's authenticated packets. Returns false when not connected.
+   * new address's authenticated packets. Returns false when not connected,
+   * or when no new socket can be opened (logged; the session stays on its
+   * socket). Never throws: it runs from a signal listener and a control command.
    */
   rebind(): boolean {
     if (!this.conn || !this.socket) return false;
     const old = this.socket;
-    const sock = this.openSocket();
+    let sock: DatagramSocket;
+    try {
+      sock = this.openSocket(this.serverAddr);
+    } catch (e) {
+      log.warn("session {index}: cannot open a new UDP socket to move to: {error}", {
+        index: this.index,
+        error: String(e),
+      });
+      return false;
+    }
     this.socket = sock;
     this.receiveLoop(sock, null);
     // Elicit acks from the server so it sees the new address at once.
@@ -328,7 +355,8 @@ export class SessionRunner {
    */
   private receiveLoop(sock: DatagramSocket, attempt: Attempt | null): void {
     sock.run((data, from) => {
-      if (from.port !== this.serverAddr?.port) return;
+      const server = attempt !== null && !attempt.installed ? attempt.server : this.serverAddr;
+      if (from.port !== server?.port) return;
       if (attempt !== null && !attempt.installed) {
         this.onServerHello(attempt, data);
         return;
@@ -371,8 +399,8 @@ export class SessionRunner {
     if (a.cancelled || this.stopped || this.attempt !== a) {
       // Tell the server to drop the session we will not use.
       const sock = a.socket;
-      const to = this.serverAddr;
-      new Connection(session, (d) => to && sock.send(d, to)).close(CloseCode.NORMAL, "superseded");
+      const to = a.server;
+      new Connection(session, (d) => sock.send(d, to)).close(CloseCode.NORMAL, "superseded");
       closeQuietly(sock);
       this.poke();
       return;
@@ -381,6 +409,7 @@ export class SessionRunner {
     conn.onDatagram = (d) => this.onDatagram?.(conn, d);
     a.installed = true;
     this.handshakeMs = a.answerMs;
+    this.serverAddr = a.server;
     this.install(conn, a.socket);
     // First packet confirms the session to the server.
     session.sendDatagram(new Uint8Array(0));
@@ -427,12 +456,8 @@ export class SessionRunner {
   private async handshake(): Promise<boolean> {
     this.lastAttemptAt = performance.now();
     const { host, port } = this.opts.server;
-    try {
-      const r = await lookup(host);
-      this.serverAddr = { transport: "udp", hostname: r.address, port };
-    } catch (e) {
-      throw new Error(`cannot resolve ${host}: ${(e as Error).message}`);
-    }
+    // This attempt's own address: the live (silent) session keeps sending to its own.
+    const server: Deno.NetAddr = { transport: "udp", hostname: await this.resolve(host), port };
     if (this.stopped) throw new Error("stopped");
     const cfg = this.opts.session;
     const params: HelloParams = {
@@ -443,9 +468,10 @@ export class SessionRunner {
     };
     const started = performance.now();
     const hello = buildClientHello(this.secrets, this.masker, params, Date.now());
-    const socket = this.openSocket();
+    const socket = this.openSocket(server);
     const a: Attempt = {
       socket,
+      server,
       hello,
       params,
       started,
@@ -470,7 +496,7 @@ export class SessionRunner {
           old.session.ping();
           old.flush();
         }
-        socket.send(hello.datagram, this.serverAddr);
+        socket.send(hello.datagram, server);
         const left = deadline - performance.now();
         if (left <= 0) break;
         await this.pause(Math.min(wait, left));
@@ -489,9 +515,42 @@ export class SessionRunner {
     throw this.stopped ? new Error("stopped") : new HandshakeTimeoutError();
   }
 
+  /**
+   * The server's address for `host`, within the connect timeout; rejects at
+   * once when the runner stops (a lookup that hangs does not hold stop()).
+   */
+  private resolve(host: string): Promise<string> {
+    if (this.stopped) return Promise.reject(new Error("stopped"));
+    const ms = this.opts.connectTimeoutMs;
+    const signal = this.stopSignal.signal;
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener("abort", onStop);
+      };
+      const onStop = () => {
+        done();
+        reject(new Error("stopped"));
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new Error(`cannot resolve ${host}: no answer within ${ms} ms`));
+      }, ms);
+      signal.addEventListener("abort", onStop);
+      Promise.resolve(host).then(this.opts.lookup ?? lookup).then((r) => {
+        done();
+        resolve(r.address);
+      }, (e) => {
+        done();
+        reject(new Error(`cannot resolve ${host}: ${(e as Error).message}`));
+      });
+    });
+  }
+
   /** Stops the runner and closes its session with a reason. */
   async stop(reason = "client shutting down"): Promise<void> {
     this.stopped = true;
+    this.stopSignal.abort();
     this.poke();
     if (this.conn) {
       this.conn.close(CloseCode.SHUTDOWN, reason);

@@ -12,6 +12,7 @@ import { OstpPool } from "../../client/outbound/ostp.ts";
 import type { Duplex } from "../../shared/duplex.ts";
 import { payload, sha256Hex, startOrigin } from "../support/daemons.ts";
 import { UdpRelay } from "../support/udp_relay.ts";
+import { openUdp } from "../../shared/net/datagram.ts";
 
 function startServer(key: Uint8Array): OstpServer {
   const server = new OstpServer(
@@ -201,5 +202,174 @@ Deno.test({
       await relay.close();
       await origin.close();
     }
+  },
+});
+
+/** `p`, or a failure naming `what` after `ms`. */
+async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        t = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(t);
+  }
+}
+
+Deno.test({
+  name:
+    "re-handshake: an attempt's own server address does not redirect the silent session's packets",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const origin = startOrigin();
+    const key = generateAccessKey();
+    const server = startServer(key);
+    const relay = new UdpRelay(server.addresses[0].port);
+    // The server's name moves: the first answer is where the relay listens; later ones
+    // point at another loopback address where nothing answers.
+    const resolved: string[] = [];
+    const pool = new OstpPool({
+      server: { host: "ostp.test", port: relay.port },
+      key,
+      mux: 1,
+      session: {},
+      connectTimeoutMs: 10_000,
+      reconnect: { initialDelayMs: 500, maxDelayMs: 30_000 },
+      lookup: (host) => {
+        assertEquals(host, "ostp.test");
+        const address = resolved.length === 0 ? "127.0.0.1" : "127.0.0.2";
+        resolved.push(address);
+        return Promise.resolve({ address });
+      },
+    });
+    pool.start();
+    const runner = pool.runners[0];
+    try {
+      await until(() => runner.state === "connected", 5000, "connected");
+      const s = await request(pool, origin.port, "/bytes/1000000");
+      const head = await readAll(s, 100_000);
+      assertEquals(head.data.length, 100_000);
+      relay.dropping = true;
+      await until(() => runner.unresponsive, 10_000, "the silence noticed");
+      // A new attempt resolved the other address and sends its hellos there...
+      await until(() => resolved.length >= 2, 3000, "a new attempt's lookup");
+      await new Promise((r) => setTimeout(r, 1200));
+      // ...while the silent session's pings still go to its own server: when the path is
+      // back, it answers and stays (it would never hear back from 127.0.0.2).
+      relay.dropping = false;
+      await until(() => runner.state === "connected", 5000, "the old session answering");
+      assertEquals(runner.connects, 1, "no new session: the old one answered");
+      // Its acks and data must reach the server too (not the attempt's address).
+      const rest = await within(readAll(s), 10_000, "the rest of the stream");
+      assertEquals(rest.error, undefined);
+      assertEquals(
+        body(concat([head.data, rest.data], head.data.length + rest.data.length)).length,
+        1000000,
+      );
+      // And it still carries new streams to the right place.
+      const again = await within(
+        request(pool, origin.port, "/bytes/1000").then((d) => readAll(d)),
+        10_000,
+        "a new stream",
+      );
+      assertEquals(body(again.data).length, 1000);
+    } finally {
+      await pool.stop();
+      await server.stop();
+      await relay.close();
+      await origin.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "runner: rebind() that cannot open a socket logs and returns false; the session stays",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const origin = startOrigin();
+    const key = generateAccessKey();
+    const server = startServer(key);
+    let failOpen = false;
+    const pool = new OstpPool({
+      server: { host: "127.0.0.1", port: server.addresses[0].port },
+      key,
+      mux: 1,
+      session: {},
+      connectTimeoutMs: 10_000,
+      reconnect: { initialDelayMs: 500, maxDelayMs: 30_000 },
+      openSocket: (hostname, port) => {
+        if (failOpen) throw new Deno.errors.Busy("Too many open files (os error 24)");
+        return openUdp(hostname, port);
+      },
+    });
+    pool.start();
+    const runner = pool.runners[0];
+    try {
+      await until(() => runner.state === "connected", 5000, "connected");
+      const port = runner.localPort;
+      failOpen = true;
+      assertEquals(runner.rebind(), false, "no socket: not moved, and no throw");
+      assertEquals(runner.localPort, port);
+      assertEquals(runner.state, "connected");
+      const r = await readAll(await request(pool, origin.port, "/bytes/1000"));
+      assertEquals(body(r.data).length, 1000, "the session still carries streams");
+      failOpen = false;
+      assertEquals(runner.rebind(), true);
+      assert(runner.localPort !== port, "moved to a new socket once one opens");
+      const r2 = await readAll(await request(pool, origin.port, "/bytes/1000"));
+      assertEquals(body(r2.data).length, 1000);
+    } finally {
+      await pool.stop();
+      await server.stop();
+      await origin.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "runner: a server name lookup is bounded by the connect timeout and ended by stop()",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const failures: string[] = [];
+    let lookups = 0;
+    const hanging = (timeoutMs: number) =>
+      new OstpPool({
+        server: { host: "hangs.test", port: 9 },
+        key: generateAccessKey(),
+        mux: 1,
+        session: {},
+        connectTimeoutMs: timeoutMs,
+        reconnect: { initialDelayMs: 60_000, maxDelayMs: 60_000 },
+        onAttemptFailed: (_i, reason) => failures.push(reason),
+        lookup: () => {
+          lookups++;
+          return new Promise(() => {}); // never answers
+        },
+      });
+    const bounded = hanging(200);
+    bounded.start();
+    try {
+      await until(() => failures.length === 1, 3000, "the lookup to time out");
+      assertEquals(failures, ["cannot resolve hangs.test: no answer within 200 ms"]);
+    } finally {
+      await bounded.stop();
+    }
+    // A lookup that hangs does not hold stop(), whatever the connect timeout.
+    const long = hanging(60_000);
+    long.start();
+    await until(() => lookups === 2, 1000, "the second pool's lookup");
+    const t0 = performance.now();
+    await long.stop();
+    const took = performance.now() - t0;
+    assert(took < 1000, `stop() took ${took.toFixed(0)} ms`);
+    assertEquals(long.runners[0].state, "stopped");
+    assertEquals(failures.length, 1, "a stop is not reported as a failed attempt");
   },
 });
