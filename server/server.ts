@@ -122,6 +122,8 @@ export class OstpServer {
   private selfTimer: ReturnType<typeof setInterval> | undefined;
   /** A refresh of the own addresses is running (one at a time). */
   private refreshing: Promise<void> | null = null;
+  /** Asked for again while {@link refreshing}: one more run follows. */
+  private refreshAgain = false;
   /** TCP targets the egress policy refused. */
   private egressDeniedTcp = 0;
   private statsTimer: ReturnType<typeof setInterval> | undefined;
@@ -629,11 +631,20 @@ export class OstpServer {
    * start, after a reload and every `ownAddressRefreshMs`; never throws.
    */
   refreshOwnAddresses(): Promise<void> {
-    this.refreshing ??= this.doRefresh().finally(() => this.refreshing = null);
+    // One at a time; asked while one runs (a reload to another name), it runs once more after.
+    if (this.refreshing) this.refreshAgain = true;
+    else {
+      this.refreshing = (async () => {
+        do {
+          this.refreshAgain = false;
+          await this.refreshOnce();
+        } while (this.refreshAgain && !this.stopping);
+      })().finally(() => this.refreshing = null);
+    }
     return this.refreshing;
   }
 
-  private async doRefresh(): Promise<void> {
+  private async refreshOnce(): Promise<void> {
     try {
       const host = this.current.publicAddress?.host;
       if (host !== undefined && parseIp(host) === null) {

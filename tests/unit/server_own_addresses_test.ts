@@ -62,7 +62,12 @@ Deno.test("server own addresses: interfaces refreshed on a timer, stopped with t
 
 Deno.test("server own addresses: a publicAddress name is resolved; a failure is not fatal", async () => {
   const answers: Record<string, string[]> = { "vpn.test": ["198.51.99.7", "2a01:4f8::7"] };
-  const lookup: Resolver = (host) => {
+  /** When set, the next lookup waits for it (a lookup still out when a reload comes). */
+  let slowOnce: Promise<void> | null = null;
+  const lookup: Resolver = async (host) => {
+    const wait = slowOnce;
+    slowOnce = null;
+    if (wait) await wait;
     const a = answers[host];
     if (!a) return Promise.reject(new Error("ENOTFOUND"));
     return Promise.resolve(
@@ -88,10 +93,23 @@ Deno.test("server own addresses: a publicAddress name is resolved; a failure is 
     delete answers["vpn.test"];
     await new Promise((r) => setTimeout(r, 150));
     assert(refused(server, "198.51.99.8"));
+    // A reload to another name while a lookup of the old one is still out: the new name is
+    // resolved right after it (not at the next timer tick).
+    answers["vpn.test"] = ["198.51.99.8"];
+    answers["vpn2.test"] = ["198.51.99.9"];
+    let release = () => {};
+    const gate = new Promise<void>((r) => release = r);
+    slowOnce = gate;
+    const inFlight = server.refreshOwnAddresses();
+    server.reload(config("vpn2.test:443"));
+    release();
+    await inFlight;
+    assert(refused(server, "198.51.99.9"), "the new name's address is refused");
+    assert(!refused(server, "198.51.99.8"), "the old name's address is open again");
     // A reload to a publicAddress name that never resolves: not fatal either.
     server.reload(config("nowhere.test:443"));
     await server.refreshOwnAddresses();
-    assert(!refused(server, "198.51.99.8"), "the old name's address is no longer own");
+    assert(!refused(server, "198.51.99.9"), "the old name's address is no longer own");
     assertEquals(server.addresses.length, 1);
   } finally {
     await server.stop();
