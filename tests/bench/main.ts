@@ -11,12 +11,16 @@
  * shadowsocks-libev and direct (`connrate.ts`; `OSTP_BENCH_CONNRATE=0` skips it).
  * Then the client router with 100,000 domain suffixes + 100,000 CIDRs: load
  * time, memory and ns per decision (`router.ts`; `OSTP_BENCH_ROUTER=0` skips it).
- * Then the network-namespace suite against shadowsocks-libev, kcptun and plain
- * TCP (`peers.ts`, root only; `OSTP_BENCH_PEERS=0` skips it).
+ * Then the plain-veth table against direct, shadowsocks-libev, wireguard-go and
+ * kcptun, with latency under load per peer (`veth.ts`, root only;
+ * `OSTP_BENCH_VETH=0` skips it), and the network-namespace suite against
+ * shadowsocks-libev, kcptun and plain TCP through the link emulator
+ * (`peers.ts`, root only; `OSTP_BENCH_PEERS=0` skips it).
  */
 import { curl, startClient, startOrigin, startServer } from "../support/daemons.ts";
 import { printConnRate, runConnRate } from "./connrate.ts";
 import { runPeers } from "./peers.ts";
+import { runVeth } from "./veth.ts";
 import { benchSessions } from "./sessions.ts";
 import { benchUsers } from "./users.ts";
 import { benchRouter } from "./router.ts";
@@ -147,6 +151,12 @@ if (Deno.env.get("OSTP_BENCH_CONNRATE") !== "0") {
 if (Deno.env.get("OSTP_BENCH_ROUTER") !== "0") {
   console.log();
   await benchRouter();
+}
+
+if (Deno.env.get("OSTP_BENCH_VETH") === "0") {
+  console.log("\nplain-veth bench skipped (OSTP_BENCH_VETH=0)");
+} else {
+  await runVeth();
 }
 
 if (Deno.env.get("OSTP_BENCH_PEERS") === "0") {

@@ -19,14 +19,20 @@
  * - shadowsocks-libev: ss-server (server ns, 10.201.0.2:8388) and ss-local
  *   (client ns, SOCKS5 on 127.0.0.1:1080), chacha20-ietf-poly1305, TCP with bbr
  *   in every namespace; curl --socks5-hostname.
- * - kcptun fast3: kcptun-client (client ns, TCP 127.0.0.1:12948) → UDP →
+ * - kcptun fast3 tuned: kcptun-client (client ns, TCP 127.0.0.1:12948) → UDP →
  *   kcptun-server (server ns, 10.201.0.2:29900) → TCP to the origin; curl
- *   fetches http://127.0.0.1:12948/… with the origin's Host header. Defaults
- *   otherwise (crypt aes, FEC 10/3, windows 128/512 client, 1024/1024 server).
- * - ostp: {@link startTunnel} (server ns 10.201.0.2:8443, client ns SOCKS5 on
- *   127.0.0.1:1088); curl --socks5-hostname.
+ *   fetches http://127.0.0.1:12948/… with the origin's Host header. Both ends
+ *   `--mode fast3 --sndwnd 1024 --rcvwnd 1024 --nocomp` ({@link KCP_TUNING});
+ *   defaults otherwise (crypt aes, FEC 10/3).
+ * - ostp: server (server ns 10.201.0.2:8443) and client (client ns, SOCKS5 on
+ *   127.0.0.1:1088) as `tests/support/tunnel_bed.ts` starts them, with the
+ *   bench origin; curl --socks5-hostname.
  *
- * Per (peer, profile): median of three curl downloads (capped with `curl -m`;
+ * The origin is `tests/bench/bench_origin.ts` (the tests' payload, plus an
+ * upload sink for `veth.ts`, which reuses these peers on a plain veth).
+ *
+ * Per (peer, profile): one unmeasured warm-up download through each tunnel,
+ * then the median of three curl downloads (capped with `curl -m`;
  * a capped run counts with what it achieved), Mbit/s, and the CPU seconds of
  * the client-side and server-side daemon from /proc. Then the issue's target
  * ratios as PASS/MISS lines and a head-of-line figure for ostp. Writes
@@ -43,7 +49,7 @@ import type { Daemon } from "../support/daemons.ts";
 import type { Impairment } from "../support/linkemu.ts";
 import { ADDR, canUseNetns, run, Testbed } from "../support/netns.ts";
 import { which } from "../support/sh.ts";
-import { startTunnel } from "../support/tunnel_bed.ts";
+import { formatAccessKey, generateAccessKey } from "../../shared/crypto/keys.ts";
 import { type ChartGroup, groupedBarSvg } from "./peers_svg.ts";
 
 const MiB = 1024 * 1024;
@@ -69,26 +75,26 @@ export interface Profile {
 
 /** The issue's four profiles. */
 export const PROFILES: Profile[] = [
-  { id: "clean", label: "clean", imp: {}, sizeMiB: 128 },
-  { id: "rtt40", label: "40 ms RTT", imp: { delayMs: 20 }, sizeMiB: 32 },
+  { id: "clean", label: "clean", imp: {}, sizeMiB: 256 },
+  { id: "rtt40", label: "40 ms RTT", imp: { delayMs: 20 }, sizeMiB: 64 },
   {
     id: "rtt40-loss2",
     label: "40 ms RTT + 2% loss",
     imp: { delayMs: 20, loss: 0.02 },
-    sizeMiB: 32,
+    sizeMiB: 64,
   },
   {
     id: "rtt40-loss10",
     label: "40 ms RTT + 10% loss",
     imp: { delayMs: 20, loss: 0.1 },
-    sizeMiB: 16,
+    sizeMiB: 64,
   },
 ];
 
-type Cc = "cubic" | "bbr";
+export type Cc = "cubic" | "bbr";
 
 /** A peer started on a testbed. */
-interface Running {
+export interface Running {
   client: Daemon | null;
   server: Daemon | null;
   /** curl arguments and URL for `/bytes/<n>` through this peer. */
@@ -96,7 +102,7 @@ interface Running {
   stop(): Promise<void>;
 }
 
-interface Peer {
+export interface Peer {
   id: string;
   label: string;
   /** TCP congestion control set in every namespace. */
@@ -112,7 +118,8 @@ interface Peer {
 // Cleanup of everything started, also on SIGINT/SIGTERM.
 
 const cleanups = new Set<() => Promise<void>>();
-function track(fn: () => Promise<void>): () => Promise<void> {
+/** Registers a cleanup (run once, also on an interrupt); returns the function that runs it. */
+export function track(fn: () => Promise<void>): () => Promise<void> {
   let running: Promise<void> | null = null;
   // Every caller waits for the one run (an interrupt and the normal path may
   // both get here).
@@ -127,7 +134,16 @@ function track(fn: () => Promise<void>): () => Promise<void> {
 }
 /** Set once an interrupt arrived: nothing new is started after it. */
 let stopping = false;
-async function cleanupAll(): Promise<void> {
+/** True once an interrupt arrived. */
+export function interrupted(): boolean {
+  return stopping;
+}
+/** Marks the run interrupted: nothing new starts. */
+export function markInterrupted(): void {
+  stopping = true;
+}
+/** Runs every registered cleanup, newest first. */
+export async function cleanupAll(): Promise<void> {
   while (cleanups.size > 0) {
     for (const fn of [...cleanups].reverse()) await fn().catch(() => {});
   }
@@ -137,7 +153,7 @@ async function cleanupAll(): Promise<void> {
 // Prerequisites.
 
 /** Installs `pkg` with apt-get when a binary is missing; returns a skip reason or null. */
-async function ensurePackage(pkg: string, bins: string[]): Promise<string | null> {
+export async function ensurePackage(pkg: string, bins: string[]): Promise<string | null> {
   const missing = async () => {
     const out: string[] = [];
     for (const b of bins) if (!(await which(b))) out.push(b);
@@ -174,7 +190,7 @@ const SYSCTL_AVAILABLE = "/proc/sys/net/ipv4/tcp_available_congestion_control";
  * tcp_allowed_congestion_control, so the missing ones are added there for the
  * bench and the list is restored afterwards. Returns the algorithms usable.
  */
-async function prepareCc(ccs: Cc[]): Promise<Set<Cc>> {
+export async function prepareCc(ccs: Cc[]): Promise<Set<Cc>> {
   const ok = new Set<Cc>();
   let available = (await Deno.readTextFile(SYSCTL_AVAILABLE)).trim().split(/\s+/);
   for (const cc of ccs) {
@@ -194,7 +210,8 @@ async function prepareCc(ccs: Cc[]): Promise<Set<Cc>> {
   return ok;
 }
 
-async function setCc(tb: Testbed, cc: Cc): Promise<void> {
+/** Sets the default TCP congestion control in the testbed's three namespaces. */
+export async function setCc(tb: Testbed, cc: Cc): Promise<void> {
   for (const ns of [tb.client, tb.server, tb.target]) {
     await run(
       "ip",
@@ -210,14 +227,15 @@ async function setCc(tb: Testbed, cc: Cc): Promise<void> {
 }
 
 /** Lets the client namespace reach the target through the emulated link (plain TCP rows). */
-async function routeThrough(tb: Testbed): Promise<void> {
+export async function routeThrough(tb: Testbed): Promise<void> {
   await run("ip", "netns", "exec", tb.server, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1");
   await run("ip", "-n", tb.client, "route", "add", "10.202.0.0/24", "via", ADDR.server);
   await run("ip", "-n", tb.target, "route", "add", "10.201.0.0/24", "via", ADDR.serverLan);
 }
 
-async function startOrigin(tb: Testbed): Promise<Daemon> {
-  const origin = tb.spawnDeno("origin", tb.target, "tests/support/origin_main.ts", [
+/** The bench origin (`bench_origin.ts`: /bytes, /sink) in the target namespace. */
+export async function startOrigin(tb: Testbed): Promise<Daemon> {
+  const origin = tb.spawnDeno("origin", tb.target, "tests/bench/bench_origin.ts", [
     ADDR.target,
     "8080",
   ]);
@@ -255,7 +273,7 @@ function plainTcp(cc: Cc): Peer {
 }
 
 const SS_PASSWORD = "ostp-bench-" + crypto.randomUUID();
-const ssLibev: Peer = {
+export const ssLibev: Peer = {
   id: "ss-libev",
   label: "ss-libev (bbr)",
   cc: "bbr",
@@ -296,15 +314,21 @@ const ssLibev: Peer = {
 };
 
 const KCP_KEY = "ostp-bench-" + crypto.randomUUID();
-const kcptun: Peer = {
+/**
+ * kcptun tuned as its README advises for bulk transfers: fast3, windows of
+ * 1024 packets each way (the defaults, 128/512 on the client, cap a 40 ms
+ * path), compression off (the payload does not compress; snappy only costs CPU).
+ */
+export const KCP_TUNING = ["--mode", "fast3", "--sndwnd", "1024", "--rcvwnd", "1024", "--nocomp"];
+export const kcptun: Peer = {
   id: "kcptun",
-  label: "kcptun fast3",
+  label: "kcptun fast3 tuned",
   cc: "bbr",
   daemons: ["kcptun-client", "kcptun-server"],
   pkg: { name: "kcptun", bins: ["kcptun-server", "kcptun-client"] },
   async start(tb) {
     const origin = await startOrigin(tb);
-    const common = ["--key", KCP_KEY, "--mode", "fast3", "--quiet"];
+    const common = ["--key", KCP_KEY, ...KCP_TUNING, "--quiet"];
     const server = tb.spawn("kcptun-server", tb.server, "kcptun-server", [
       "--listen",
       `${ADDR.server}:29900`,
@@ -332,22 +356,45 @@ const kcptun: Peer = {
   },
 };
 
-const ostp: Peer = {
+export const ostp: Peer = {
   id: "ostp",
   label: "ostp",
   cc: "bbr",
   daemons: ["ostp client", "ostp server"],
   async start(tb) {
-    const bed = await startTunnel(tb);
+    // As tests/support/tunnel_bed.ts, with the bench origin (its /sink takes uploads).
+    const key = formatAccessKey(generateAccessKey(), "hex");
+    const origin = await startOrigin(tb);
+    const server = tb.spawnDeno("server", tb.server, "server/main.ts", [
+      "-k",
+      key,
+      "-l",
+      `${ADDR.server}:8443`,
+    ]);
+    const proxyPort = 1088;
+    let client: Daemon | null = null;
+    const stop = async () => {
+      await client?.stop();
+      await server.stop();
+      await origin.stop();
+    };
+    try {
+      const link = (await server.waitFor(/share link: (\S+)/))[1];
+      client = tb.spawnDeno("client", tb.client, "client/main.ts", [
+        link,
+        "-l",
+        `127.0.0.1:${proxyPort}`,
+      ]);
+      await client.waitFor(/connected to/);
+    } catch (e) {
+      await stop();
+      throw e;
+    }
     return {
-      client: bed.client,
-      server: bed.server,
-      curl: (path) => [
-        "--socks5-hostname",
-        `127.0.0.1:${bed.proxyPort}`,
-        `http://${ORIGIN}${path}`,
-      ],
-      stop: () => bed.stop(),
+      client,
+      server,
+      curl: (path) => ["--socks5-hostname", `127.0.0.1:${proxyPort}`, `http://${ORIGIN}${path}`],
+      stop,
     };
   },
 };
@@ -376,6 +423,8 @@ interface Row {
   sizeMiB: number;
   capSeconds: number;
   runs: RunResult[];
+  /** The unmeasured warm-up transfer (tunnels only). */
+  warmup?: RunResult;
   mbps: number | null;
   clientCpuS: number | null;
   serverCpuS: number | null;
@@ -383,7 +432,7 @@ interface Row {
   note: string;
 }
 
-function median(xs: number[]): number {
+export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const n = s.length;
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
@@ -398,7 +447,8 @@ function cpu(d: Daemon | null): number | null {
   }
 }
 
-async function curlIn(
+/** curl in the client namespace: bytes, seconds, exit code (-1: not HTTP 200). */
+export async function curlIn(
   tb: Testbed,
   args: string[],
 ): Promise<{ code: number; bytes: number; seconds: number; err: string }> {
@@ -417,7 +467,7 @@ async function curlIn(
 }
 
 /** Retries a small request through the peer until it answers (the daemons are up). */
-async function waitReady(tb: Testbed, peer: Running, timeoutMs = 20_000): Promise<void> {
+export async function waitReady(tb: Testbed, peer: Running, timeoutMs = 20_000): Promise<void> {
   const until = Date.now() + timeoutMs;
   let last = "";
   while (Date.now() < until) {
@@ -454,14 +504,20 @@ async function download(
   return res;
 }
 
-async function withTestbed<T>(
-  profile: Profile,
+/**
+ * Runs `fn` on a fresh testbed (`profile`'s emulated link, or a plain veth
+ * pair for "veth"), which is removed afterwards with every process left in it.
+ */
+export async function withTestbed<T>(
+  profile: Profile | "veth",
   fn: (tb: Testbed) => Promise<T>,
 ): Promise<T> {
   if (stopping) throw new Error("interrupted");
   // The cleanup is registered before the testbed exists, so an interrupt
   // during its creation still removes it.
-  const creating = Testbed.create(profile.imp, profile.imp, 7);
+  const creating = profile === "veth"
+    ? Testbed.createVeth()
+    : Testbed.create(profile.imp, profile.imp, 7);
   const close = track(async () => {
     const tb = await creating.catch(() => null);
     if (!tb) return;
@@ -523,6 +579,8 @@ async function measureRow(
         `http://${ORIGIN}/bytes/${size}`,
       ]);
       await waitReady(tb, running);
+      // One unmeasured transfer through every tunnel (JIT, windows, caches).
+      if (peer.daemons) row.warmup = await download(tb, running, size, capS);
       for (let i = 0; i < runs; i++) row.runs.push(await download(tb, running, size, capS));
     } finally {
       await stop();
@@ -689,7 +747,7 @@ const TARGETS: { name: string; profile: string; num: string; den: string; atLeas
     atLeast: 0.2,
   },
   {
-    name: "40ms+2%: ostp ≥ kcptun fast3",
+    name: "40ms+2%: ostp ≥ kcptun fast3 tuned",
     profile: "rtt40-loss2",
     num: "ostp",
     den: "kcptun",
@@ -703,7 +761,7 @@ const TARGETS: { name: string; profile: string; num: string; den: string; atLeas
     atLeast: 0.8,
   },
   {
-    name: "40ms+10%: ostp ≥ kcptun fast3",
+    name: "40ms+10%: ostp ≥ kcptun fast3 tuned",
     profile: "rtt40-loss10",
     num: "ostp",
     den: "kcptun",
@@ -731,7 +789,7 @@ function f(v: number | null, digits: number): string {
 function printTable(rows: Row[]): void {
   const head = [
     pad("profile", 22),
-    pad("peer", 16),
+    pad("peer", 19),
     lpad("MiB", 5),
     lpad("Mbit/s", 8),
     lpad("runs (Mbit/s)", 22),
@@ -748,7 +806,7 @@ function printTable(rows: Row[]): void {
     console.log(
       [
         pad(r.profile === last ? "" : r.profileLabel, 22),
-        pad(r.peerLabel, 16),
+        pad(r.peerLabel, 19),
         lpad(String(r.sizeMiB), 5),
         lpad(f(r.mbps, r.mbps !== null && r.mbps < 10 ? 2 : 1), 8),
         lpad(runs, 22),
@@ -761,7 +819,7 @@ function printTable(rows: Row[]): void {
   }
 }
 
-function machine(): string {
+export function machine(): string {
   let cpuName = "";
   try {
     cpuName = Deno.readTextFileSync("/proc/cpuinfo").match(/model name\s*:\s*(.*)/)?.[1] ?? "";
@@ -774,7 +832,7 @@ function machine(): string {
 }
 
 /** The working tree the figures come from: commit, "+dirty" when files differ. */
-async function revision(): Promise<string> {
+export async function revision(): Promise<string> {
   const root = new URL("../../", import.meta.url).pathname;
   try {
     const head = (await run("git", "-C", root, "rev-parse", "--short", "HEAD")).trim();
@@ -786,7 +844,7 @@ async function revision(): Promise<string> {
   }
 }
 
-async function pkgVersion(pkg: string): Promise<string | null> {
+export async function pkgVersion(pkg: string): Promise<string | null> {
   try {
     const out = await run("dpkg-query", "-W", "-f", "${Version}", pkg);
     return out.trim() || null;
@@ -880,7 +938,7 @@ export async function runPeers(): Promise<void> {
         }
         rows.push(row);
         console.log(
-          `  ${pad(profile.label, 22)} ${pad(peer.label, 16)} ${lpad(f(row.mbps, 1), 8)} Mbit/s  (${
+          `  ${pad(profile.label, 22)} ${pad(peer.label, 19)} ${lpad(f(row.mbps, 1), 8)} Mbit/s  (${
             ((performance.now() - t0) / 1000).toFixed(0)
           } s)${row.note ? "  " + row.note : ""}`,
         );
@@ -923,8 +981,9 @@ export async function runPeers(): Promise<void> {
 
   console.log(
     `\nostp peers bench (${machine()}), tree ${rev}\n` +
-      `median of ${runs} curl downloads per row, client ⇄ server through the link emulator ` +
-      `(impairment each way), origin in the target namespace\n`,
+      `median of ${runs} curl downloads per row after one unmeasured warm-up (tunnels), ` +
+      `client ⇄ server through the link emulator (impairment each way), origin in the target ` +
+      `namespace; kcptun ${KCP_TUNING.join(" ")}\n`,
   );
   printTable(rows);
   console.log(
@@ -942,7 +1001,7 @@ export async function runPeers(): Promise<void> {
       ? `${(t.ratio * 100).toFixed(1)}%`
       : `${t.ratio.toFixed(2)}×`;
     console.log(
-      `  ${t.verdict}  ${pad(t.name, 44)} ${lpad(got, 7)} (want ${want}: ${t.num} ${
+      `  ${t.verdict}  ${pad(t.name, 48)} ${lpad(got, 7)} (want ${want}: ${t.num} ${
         f(get(t.profile, t.num), 1)
       } vs ${t.den} ${f(get(t.profile, t.den), 1)} Mbit/s)${t.reason ? ` — ${t.reason}` : ""}`,
     );
@@ -984,7 +1043,9 @@ export async function runPeers(): Promise<void> {
       "ss-libev":
         "curl --socks5-hostname → ss-local 127.0.0.1:1080 (client ns) → ss-server 10.201.0.2:8388 (server ns) → origin; chacha20-ietf-poly1305, bbr",
       kcptun:
-        "curl -H Host → kcptun-client 127.0.0.1:12948 (client ns) → UDP → kcptun-server 10.201.0.2:29900 (server ns) → origin; mode fast3",
+        `curl -H Host → kcptun-client 127.0.0.1:12948 (client ns) → UDP → kcptun-server 10.201.0.2:29900 (server ns) → origin; ${
+          KCP_TUNING.join(" ")
+        }`,
       ostp:
         "curl --socks5-hostname → ostp client 127.0.0.1:1088 (client ns) → UDP → ostp server 10.201.0.2:8443 (server ns) → origin",
     },

@@ -2,7 +2,8 @@
  * Network-namespace testbeds (root only): client, server and target hosts in
  * namespaces the test creates and always removes. Client ⇄ server goes through
  * the link emulator (two TUN devices and a userspace forwarder); server ⇄
- * target is a veth pair. Traffic never leaves these namespaces.
+ * target is a veth pair ({@link Testbed.createVeth}: client ⇄ server a plain
+ * veth pair too, for benches). Traffic never leaves these namespaces.
  * @module
  */
 
@@ -91,6 +92,72 @@ export class Testbed {
     return tb;
   }
 
+  /**
+   * Builds a testbed whose client ⇄ server link is a plain veth pair (no
+   * emulator, no impairment): same namespaces, names and addresses as
+   * {@link create}, for figures the emulator's own ceiling would hide.
+   */
+  static async createVeth(): Promise<Testbed> {
+    const id = Array.from(
+      crypto.getRandomValues(new Uint8Array(3)),
+      (b) => b.toString(16).padStart(2, "0"),
+    )
+      .join("");
+    const tb = new Testbed(id);
+    try {
+      for (const ns of [tb.client, tb.server, tb.target]) {
+        await run("ip", "netns", "add", ns);
+        await run("ip", "-n", ns, "link", "set", "lo", "up");
+      }
+      await run(
+        "ip",
+        "link",
+        "add",
+        tb.tunC,
+        "netns",
+        tb.client,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        tb.tunS,
+        "netns",
+        tb.server,
+      );
+      await run(
+        "ip",
+        "-n",
+        tb.client,
+        "addr",
+        "add",
+        ADDR.client,
+        "peer",
+        ADDR.server,
+        "dev",
+        tb.tunC,
+      );
+      await run(
+        "ip",
+        "-n",
+        tb.server,
+        "addr",
+        "add",
+        ADDR.server,
+        "peer",
+        ADDR.client,
+        "dev",
+        tb.tunS,
+      );
+      await run("ip", "-n", tb.client, "link", "set", tb.tunC, "up");
+      await run("ip", "-n", tb.server, "link", "set", tb.tunS, "up");
+      await tb.linkTarget();
+    } catch (e) {
+      await tb.close();
+      throw e;
+    }
+    return tb;
+  }
+
   private async setup(up: Impairment, down: Impairment, seed: number): Promise<void> {
     for (const ns of [this.client, this.server, this.target]) {
       await run("ip", "netns", "add", ns);
@@ -144,6 +211,11 @@ export class Testbed {
     // emulator's own queue limit is the one the profiles set).
     await run("ip", "-n", this.client, "link", "set", this.tunC, "txqueuelen", "10000", "up");
     await run("ip", "-n", this.server, "link", "set", this.tunS, "txqueuelen", "10000", "up");
+    await this.linkTarget();
+  }
+
+  /** The server ⇄ target veth pair. */
+  private async linkTarget(): Promise<void> {
     const vs = `vs${this.id}`;
     const vt = `vt${this.id}`;
     await run(

@@ -1,0 +1,723 @@
+/**
+ * The plain-veth part of `deno task bench` (root only): the same peers as
+ * `peers.ts` with no emulator in the path, plus latency under load per peer.
+ *
+ *   deno run -A tests/bench/veth.ts           # alone
+ *   deno task bench                           # before peers.ts (OSTP_BENCH_VETH=0 skips)
+ *
+ * 1. Plain veth: client, server and target namespaces joined by veth pairs
+ *    ({@link Testbed.createVeth}; client 10.201.0.1 ⇄ server 10.201.0.2,
+ *    server 10.202.0.1 ⇄ target 10.202.0.2, the origin `bench_origin.ts` at
+ *    10.202.0.2:8080). Per peer, on a fresh testbed: one unmeasured warm-up
+ *    download, then 3 downloads (`/bytes/<n>`) and 3 uploads (`curl -T` to
+ *    `/sink`) of OSTP_VETH_MIB (512) MiB, median Mbit/s each way, and the CPU
+ *    seconds of both daemons (/proc/PID/stat utime+stime before/after each
+ *    transfer) → MiB per CPU-second of the two together.
+ *    - direct: no tunnel, curl in the client namespace to the origin, routed
+ *      through the server namespace (ip_forward=1);
+ *    - shadowsocks-libev: ss-local (SOCKS5 127.0.0.1:1080) → ss-server
+ *      10.201.0.2:8388, chacha20-ietf-poly1305;
+ *    - wireguard-go: one TUN interface per side (`wgc<id>` in the client
+ *      namespace, `wgs<id>` in the server namespace: the userspace daemon's
+ *      control socket /var/run/wireguard/<name>.sock is not per namespace, so
+ *      the two names differ), keys from `wg genkey`, tunnel addresses
+ *      10.203.0.1/24 and .2, the client routes 10.202.0.0/24 into the tunnel,
+ *      the server forwards and the target routes 10.203.0.0/24 back; curl
+ *      straight at the origin (no SOCKS);
+ *    - kcptun: `--mode fast3 --sndwnd 1024 --rcvwnd 1024 --nocomp` on both
+ *      ends (`KCP_TUNING` in peers.ts);
+ *    - ostp: SOCKS5 127.0.0.1:1088 → server 10.201.0.2:8443 (UDP).
+ *    TCP uses bbr in every namespace, as in peers.ts.
+ * 2. Latency under load, through the link emulator at 40 ms RTT and at 40 ms
+ *    + 2% loss each way: per peer, after a warm-up download, 20 small
+ *    requests (`/bytes/1024`, a new connection each) alone, then 20 beside a
+ *    bulk download of the same peer; the ratio of the medians (beside / alone).
+ *
+ * Prints one table (peers as columns) and writes `bench/results/veth.json`.
+ *
+ * Knobs (env): OSTP_VETH_MIB (512), OSTP_VETH_RUNS (3), OSTP_VETH_CAP_S (120:
+ * curl -m per transfer), OSTP_VETH_ONLY (peer ids, comma-separated: direct,
+ * ss-libev, wireguard-go, kcptun, ostp), OSTP_VETH_LUL=0 (skip latency under
+ * load), OSTP_VETH_LUL_N (20 small requests), OSTP_VETH_LUL_BULK_MIB (1024).
+ * @module
+ */
+
+import type { Daemon } from "../support/daemons.ts";
+import { payload } from "../support/daemons.ts";
+import { ADDR, canUseNetns, run, type Testbed } from "../support/netns.ts";
+import { which } from "../support/sh.ts";
+import {
+  cleanupAll,
+  curlIn,
+  ensurePackage,
+  interrupted,
+  KCP_TUNING,
+  kcptun,
+  machine,
+  markInterrupted,
+  median,
+  ostp,
+  type Peer,
+  pkgVersion,
+  prepareCc,
+  PROFILES,
+  revision,
+  routeThrough,
+  type Running,
+  setCc,
+  ssLibev,
+  startOrigin,
+  track,
+  waitReady,
+  withTestbed,
+} from "./peers.ts";
+
+const MiB = 1024 * 1024;
+const ORIGIN = `${ADDR.target}:8080`;
+const dec = new TextDecoder();
+const WG_TUNNEL = { client: "10.203.0.1", server: "10.203.0.2", subnet: "10.203.0.0/24" };
+
+function envNum(name: string, dflt: number): number {
+  const v = Deno.env.get(name);
+  return v === undefined || v === "" ? dflt : Number(v);
+}
+
+// ---------------------------------------------------------------------------
+// The two peers peers.ts does not have.
+
+const direct: Peer = {
+  id: "direct",
+  label: "direct",
+  cc: "bbr",
+  daemons: null,
+  async start(tb) {
+    await routeThrough(tb);
+    const origin = await startOrigin(tb);
+    return {
+      client: null,
+      server: null,
+      curl: (path) => [`http://${ORIGIN}${path}`],
+      stop: async () => {
+        await origin.stop();
+      },
+    };
+  },
+};
+
+async function wgPubkey(priv: string): Promise<string> {
+  const p = new Deno.Command("wg", { args: ["pubkey"], stdin: "piped", stdout: "piped" }).spawn();
+  const w = p.stdin.getWriter();
+  await w.write(new TextEncoder().encode(priv + "\n"));
+  await w.close();
+  const out = await p.output();
+  if (!out.success) throw new Error("wg pubkey failed");
+  return dec.decode(out.stdout).trim();
+}
+
+async function inNs(tb: Testbed, ns: string, cmd: string, args: string[]): Promise<void> {
+  const r = await tb.exec(ns, cmd, args);
+  if (!r.success) {
+    throw new Error(`${cmd} ${args.join(" ")} in ${ns}: ${dec.decode(r.stderr).trim()}`);
+  }
+}
+
+/** Starts `wireguard-go -f <ifname>` in `ns` and waits for its control socket. */
+async function startWgDaemon(tb: Testbed, ns: string, ifname: string): Promise<Daemon> {
+  const sock = `/var/run/wireguard/${ifname}.sock`;
+  const d = tb.spawn(`wireguard-go ${ifname}`, ns, "wireguard-go", ["-f", ifname]);
+  const until = Date.now() + 10_000;
+  for (;;) {
+    try {
+      await Deno.stat(sock);
+      return d;
+    } catch {
+      if (!(await d.alive())) {
+        throw new Error(`wireguard-go ${ifname} exited: ${d.output.slice(-3).join(" | ")}`);
+      }
+      if (Date.now() > until) {
+        await d.stop();
+        throw new Error(`wireguard-go ${ifname}: no ${sock} after 10 s`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+const wireguard: Peer = {
+  id: "wireguard-go",
+  label: "wireguard-go",
+  cc: "bbr",
+  daemons: ["wireguard-go", "wireguard-go"],
+  pkg: { name: "wireguard-go", bins: ["wireguard-go"] },
+  async start(tb) {
+    const ifc = `wgc${tb.id}`;
+    const ifs = `wgs${tb.id}`;
+    const keyDir = await Deno.makeTempDir({ prefix: "ostp-bench-wg-" });
+    let origin: Daemon | null = null;
+    let client: Daemon | null = null;
+    let server: Daemon | null = null;
+    const stop = async () => {
+      await client?.stop();
+      await server?.stop();
+      await origin?.stop();
+      for (const i of [ifc, ifs]) await Deno.remove(`/var/run/wireguard/${i}.sock`).catch(() => {});
+      await Deno.remove(keyDir, { recursive: true }).catch(() => {});
+    };
+    try {
+      const cPriv = (await run("wg", "genkey")).trim();
+      const sPriv = (await run("wg", "genkey")).trim();
+      const cPub = await wgPubkey(cPriv);
+      const sPub = await wgPubkey(sPriv);
+      await Deno.writeTextFile(`${keyDir}/client.key`, cPriv + "\n", { mode: 0o600 });
+      await Deno.writeTextFile(`${keyDir}/server.key`, sPriv + "\n", { mode: 0o600 });
+      origin = await startOrigin(tb);
+      server = await startWgDaemon(tb, tb.server, ifs);
+      client = await startWgDaemon(tb, tb.client, ifc);
+      await inNs(tb, tb.server, "wg", [
+        "set",
+        ifs,
+        "private-key",
+        `${keyDir}/server.key`,
+        "listen-port",
+        "51820",
+        "peer",
+        cPub,
+        "allowed-ips",
+        `${WG_TUNNEL.client}/32`,
+      ]);
+      await inNs(tb, tb.client, "wg", [
+        "set",
+        ifc,
+        "private-key",
+        `${keyDir}/client.key`,
+        "listen-port",
+        "51821",
+        "peer",
+        sPub,
+        "endpoint",
+        `${ADDR.server}:51820`,
+        "allowed-ips",
+        `${WG_TUNNEL.server}/32,10.202.0.0/24`,
+      ]);
+      await run("ip", "-n", tb.server, "addr", "add", `${WG_TUNNEL.server}/24`, "dev", ifs);
+      await run("ip", "-n", tb.server, "link", "set", ifs, "up");
+      await run("ip", "-n", tb.client, "addr", "add", `${WG_TUNNEL.client}/24`, "dev", ifc);
+      await run("ip", "-n", tb.client, "link", "set", ifc, "up");
+      await run("ip", "-n", tb.client, "route", "add", "10.202.0.0/24", "dev", ifc);
+      await inNs(tb, tb.server, "sysctl", ["-q", "-w", "net.ipv4.ip_forward=1"]);
+      await run("ip", "-n", tb.target, "route", "add", WG_TUNNEL.subnet, "via", ADDR.serverLan);
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+    return {
+      client,
+      server,
+      curl: (path) => [`http://${ORIGIN}${path}`],
+      stop,
+    };
+  },
+};
+
+/** Table order: the reference table's columns. */
+const PEERS: Peer[] = [direct, ssLibev, wireguard, kcptun, ostp];
+
+// ---------------------------------------------------------------------------
+// Transfers.
+
+interface Transfer {
+  bytes: number;
+  seconds: number;
+  mbps: number;
+  /** CPU seconds of the client-side + server-side daemon (null: no daemons). */
+  cpuS: number | null;
+  error?: string;
+}
+
+function cpuOf(d: Daemon | null): number | null {
+  if (!d) return null;
+  try {
+    return d.cpuSeconds();
+  } catch {
+    return null;
+  }
+}
+
+function cpuBoth(r: Running): number | null {
+  const c = cpuOf(r.client);
+  const s = cpuOf(r.server);
+  return c === null || s === null ? null : c + s;
+}
+
+/** One download of `size` bytes, or one upload of `file` (`size` bytes) to /sink. */
+async function transfer(
+  tb: Testbed,
+  r: Running,
+  dir: "down" | "up",
+  size: number,
+  capS: number,
+  file: string,
+): Promise<Transfer> {
+  const args = dir === "down"
+    ? [
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{size_download} %{time_total} %{http_code}",
+      ...r.curl(`/bytes/${size}`),
+    ]
+    : [
+      "-T",
+      file,
+      "-H",
+      "Expect:", // no 100-continue round (the origin never sends one)
+      "-w",
+      "\n%{size_upload} %{time_total} %{http_code}",
+      ...r.curl("/sink"),
+    ];
+  const c0 = cpuBoth(r);
+  const out = await tb.exec(tb.client, "curl", ["-sS", "-m", String(capS), ...args]);
+  const c1 = cpuBoth(r);
+  const lines = dec.decode(out.stdout).trim().split("\n");
+  const [bytes, seconds, status] = lines[lines.length - 1].split(" ").map(Number);
+  const res: Transfer = {
+    bytes: bytes || 0,
+    seconds: seconds || 0,
+    mbps: seconds > 0 ? (bytes * 8) / seconds / 1e6 : 0,
+    cpuS: c0 !== null && c1 !== null ? +(c1 - c0).toFixed(2) : null,
+  };
+  if (out.code !== 0) res.error = `curl exit ${out.code}: ${dec.decode(out.stderr).trim()}`;
+  else if (status !== 200) res.error = `HTTP ${status}`;
+  else if (bytes !== size) res.error = `short transfer: ${bytes} of ${size}`;
+  else if (dir === "up" && Number(lines[0]) !== size) {
+    res.error = `sink counted ${lines[0]} of ${size} bytes`;
+  }
+  return res;
+}
+
+interface VethRow {
+  peer: string;
+  label: string;
+  sizeMiB: number;
+  warmup: Transfer | null;
+  down: Transfer[];
+  up: Transfer[];
+  downMbps: number | null;
+  upMbps: number | null;
+  /** MiB per CPU-second of both daemons: downloads, uploads, all measured transfers. */
+  mibPerCpuS: { down: number | null; up: number | null; all: number | null };
+  error?: string;
+}
+
+function perCpu(ts: Transfer[]): number | null {
+  const ok = ts.filter((t) => !t.error && t.cpuS !== null);
+  if (ok.length === 0) return null;
+  const cpu = ok.reduce((a, t) => a + (t.cpuS as number), 0);
+  const mib = ok.reduce((a, t) => a + t.bytes / MiB, 0);
+  return cpu > 0 ? +(mib / cpu).toFixed(1) : null;
+}
+
+async function vethRow(
+  peer: Peer,
+  size: number,
+  runs: number,
+  capS: number,
+  file: string,
+): Promise<VethRow> {
+  const row: VethRow = {
+    peer: peer.id,
+    label: peer.label,
+    sizeMiB: size / MiB,
+    warmup: null,
+    down: [],
+    up: [],
+    downMbps: null,
+    upMbps: null,
+    mibPerCpuS: { down: null, up: null, all: null },
+  };
+  try {
+    await withTestbed("veth", async (tb) => {
+      await setCc(tb, peer.cc);
+      const starting = peer.start(tb);
+      const stop = track(async () => await (await starting.catch(() => null))?.stop());
+      const running = await starting;
+      try {
+        // The origin builds the payload once, inside the target namespace.
+        await tb.exec(tb.target, "curl", [
+          "-sS",
+          "-o",
+          "/dev/null",
+          `http://${ORIGIN}/bytes/${size}`,
+        ]);
+        await waitReady(tb, running);
+        row.warmup = await transfer(tb, running, "down", size, capS, file);
+        for (let i = 0; i < runs && !interrupted(); i++) {
+          row.down.push(await transfer(tb, running, "down", size, capS, file));
+        }
+        for (let i = 0; i < runs && !interrupted(); i++) {
+          row.up.push(await transfer(tb, running, "up", size, capS, file));
+        }
+      } finally {
+        await stop();
+      }
+    });
+  } catch (e) {
+    row.error = e instanceof Error ? e.message.split("\n")[0] : String(e);
+  }
+  const mbps = (ts: Transfer[]) => {
+    const ok = ts.filter((t) => !t.error);
+    return ok.length ? +median(ok.map((t) => t.mbps)).toFixed(1) : null;
+  };
+  row.downMbps = mbps(row.down);
+  row.upMbps = mbps(row.up);
+  if (peer.daemons) {
+    row.mibPerCpuS = {
+      down: perCpu(row.down),
+      up: perCpu(row.up),
+      all: perCpu([...row.down, ...row.up]),
+    };
+  }
+  const failed = [...row.down, ...row.up].find((t) => t.error);
+  if (!row.error && failed) row.error = failed.error;
+  return row;
+}
+
+// ---------------------------------------------------------------------------
+// Latency under load.
+
+interface LoadedLatency {
+  peer: string;
+  profile: string;
+  requests: number;
+  idleMedianMs: number | null;
+  loadedMedianMs: number | null;
+  ratio: number | null;
+  idleMs: number[];
+  loadedMs: number[];
+  /** Bulk throughput while the small requests ran. */
+  bulkMbps: number | null;
+  bulkStillRunning: boolean;
+  error?: string;
+}
+
+async function loadedLatency(
+  peer: Peer,
+  profileId: string,
+  n: number,
+  bulkSize: number,
+): Promise<LoadedLatency> {
+  const profile = PROFILES.find((p) => p.id === profileId)!;
+  const res: LoadedLatency = {
+    peer: peer.id,
+    profile: profile.label,
+    requests: n,
+    idleMedianMs: null,
+    loadedMedianMs: null,
+    ratio: null,
+    idleMs: [],
+    loadedMs: [],
+    bulkMbps: null,
+    bulkStillRunning: false,
+  };
+  try {
+    await withTestbed(profile, async (tb) => {
+      await setCc(tb, peer.cc);
+      const starting = peer.start(tb);
+      const stop = track(async () => await (await starting.catch(() => null))?.stop());
+      const running = await starting;
+      try {
+        await tb.exec(tb.target, "curl", [
+          "-sS",
+          "-o",
+          "/dev/null",
+          `http://${ORIGIN}/bytes/${bulkSize}`,
+        ]);
+        await waitReady(tb, running);
+        // Warm-up: one unmeasured download through the path.
+        await curlIn(tb, ["-m", "30", ...running.curl(`/bytes/${16 * MiB}`)]);
+        const small = async () => {
+          const out: number[] = [];
+          for (let i = 0; i < n; i++) {
+            const r = await curlIn(tb, ["-m", "20", ...running.curl("/bytes/1024")]);
+            if (r.code !== 0) throw new Error(`small request: ${r.err}`);
+            out.push(+(r.seconds * 1000).toFixed(1));
+          }
+          return out;
+        };
+        res.idleMs = await small();
+        const bulk = new Deno.Command("ip", {
+          args: [
+            "netns",
+            "exec",
+            tb.client,
+            "curl",
+            "-sS",
+            "-o",
+            "-",
+            "-m",
+            "180",
+            ...running.curl(`/bytes/${bulkSize}`),
+          ],
+          stdout: "piped",
+          stderr: "null",
+        }).spawn();
+        let bulkBytes = 0;
+        let finished = false;
+        const reader = (async () => {
+          for await (const chunk of bulk.stdout) bulkBytes += chunk.length;
+        })().catch(() => {}).finally(() => {
+          finished = true;
+        });
+        const killBulk = track(async () => {
+          try {
+            bulk.kill("SIGTERM");
+          } catch {
+            // already exited
+          }
+          await bulk.status;
+          await reader;
+        });
+        try {
+          await new Promise((r) => setTimeout(r, 2000)); // let the bulk transfer ramp up
+          const b0 = bulkBytes;
+          const t0 = performance.now();
+          res.loadedMs = await small();
+          res.bulkMbps = +(((bulkBytes - b0) * 8) / ((performance.now() - t0) / 1000) / 1e6)
+            .toFixed(1);
+          res.bulkStillRunning = !finished;
+        } finally {
+          await killBulk();
+        }
+      } finally {
+        await stop();
+      }
+    });
+    res.idleMedianMs = +median(res.idleMs).toFixed(1);
+    res.loadedMedianMs = +median(res.loadedMs).toFixed(1);
+    res.ratio = +(res.loadedMedianMs / res.idleMedianMs).toFixed(2);
+  } catch (e) {
+    res.error = e instanceof Error ? e.message.split("\n")[0] : String(e);
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------------------
+// Report.
+
+function lpad(s: string, n: number): string {
+  return s.length >= n ? s : " ".repeat(n - s.length) + s;
+}
+function pad(s: string, n: number): string {
+  return s.length >= n ? s : s + " ".repeat(n - s.length);
+}
+function num(v: number | null | undefined, digits = 0): string {
+  return v === null || v === undefined ? "–" : v.toFixed(digits);
+}
+
+/** The figures of one run, as written to bench/results/veth.json. */
+export interface VethResult {
+  machine: string;
+  revision: string;
+  date: string;
+  sizeMiB: number;
+  runs: number;
+  capSeconds: number;
+  kcptun: string;
+  versions: Record<string, string | null>;
+  veth: VethRow[];
+  latency: LoadedLatency[];
+  skipped: { what: string; reason: string }[];
+}
+
+function printTable(r: VethResult, peers: Peer[]): void {
+  const W = 20;
+  const L = 54;
+  const head = pad("", L) + peers.map((p) => lpad(p.label, W)).join("");
+  console.log(head);
+  console.log("-".repeat(head.length));
+  const line = (label: string, cell: (p: Peer) => string) =>
+    console.log(pad(label, L) + peers.map((p) => lpad(cell(p), W)).join(""));
+  const v = (p: Peer) => r.veth.find((x) => x.peer === p.id);
+  line(`plain veth, ${r.sizeMiB} MiB, Mbit/s down / up`, (p) => {
+    const x = v(p);
+    return x ? `${num(x.downMbps)} / ${num(x.upMbps)}` : "–";
+  });
+  line("MiB per CPU-second (both daemons), down / up", (p) => {
+    const x = v(p);
+    if (!x || !p.daemons) return "–";
+    return `${num(x.mibPerCpuS.down)} / ${num(x.mibPerCpuS.up)}`;
+  });
+  line("MiB per CPU-second, all transfers", (p) => {
+    const x = v(p);
+    return x && p.daemons ? num(x.mibPerCpuS.all) : "–";
+  });
+  for (const prof of ["40 ms RTT", "40 ms RTT + 2% loss"]) {
+    const l = (p: Peer) => r.latency.find((x) => x.peer === p.id && x.profile === prof);
+    if (!r.latency.some((x) => x.profile === prof)) continue;
+    line(`small request beside bulk, ${prof}: ratio`, (p) => {
+      const x = l(p);
+      return x?.ratio != null ? `${x.ratio.toFixed(2)}×` : "–";
+    });
+    line("  median ms alone / beside", (p) => {
+      const x = l(p);
+      return x ? `${num(x.idleMedianMs)} / ${num(x.loadedMedianMs)}` : "–";
+    });
+    line("  bulk Mbit/s meanwhile", (p) => {
+      const x = l(p);
+      return x ? num(x.bulkMbps) + (x.bulkMbps !== null && !x.bulkStillRunning ? "*" : "") : "–";
+    });
+  }
+}
+
+/** Runs both parts, prints the table, writes bench/results/veth.json; never throws for a figure. */
+export async function runVeth(): Promise<VethResult | null> {
+  const rev = await revision();
+  console.log(`\nostp plain-veth bench (network namespaces, no emulator), tree ${rev}`);
+  if (!(await canUseNetns())) {
+    console.log("  SKIPPED: needs Linux, root, `ip netns` and /dev/net/tun");
+    return null;
+  }
+  if (!(await which("curl"))) {
+    console.log("  SKIPPED: curl missing");
+    return null;
+  }
+  const size = Math.round(envNum("OSTP_VETH_MIB", 512) * MiB);
+  const runs = envNum("OSTP_VETH_RUNS", 3);
+  const capS = envNum("OSTP_VETH_CAP_S", 120);
+  const lulN = envNum("OSTP_VETH_LUL_N", 20);
+  const bulkSize = Math.round(envNum("OSTP_VETH_LUL_BULK_MIB", 1024) * MiB);
+  const only = Deno.env.get("OSTP_VETH_ONLY")?.split(",").map((s) => s.trim()).filter(Boolean);
+  const peers = PEERS.filter((p) => !only || only.includes(p.id));
+
+  const onSignal = () => {
+    markInterrupted();
+    console.log("\n  interrupted: cleaning up namespaces and processes");
+    cleanupAll().finally(() => Deno.exit(130));
+  };
+  const signals: Deno.Signal[] = ["SIGINT", "SIGTERM"];
+  for (const s of signals) Deno.addSignalListener(s, onSignal);
+
+  const result: VethResult = {
+    machine: machine(),
+    revision: rev,
+    date: new Date().toISOString(),
+    sizeMiB: size / MiB,
+    runs,
+    capSeconds: capS,
+    kcptun: KCP_TUNING.join(" "),
+    versions: {},
+    veth: [],
+    latency: [],
+    skipped: [],
+  };
+  const usable: Peer[] = [];
+  const tmp = await Deno.makeTempDir({ prefix: "ostp-bench-veth-" });
+  const removeTmp = track(() => Deno.remove(tmp, { recursive: true }).catch(() => {}));
+  try {
+    const ccs = await prepareCc(["bbr"]);
+    for (const p of peers) {
+      const pkgs = p.pkg ? [p.pkg] : [];
+      if (p.id === "wireguard-go") pkgs.push({ name: "wireguard-tools", bins: ["wg"] });
+      let why: string | null = null;
+      for (const k of pkgs) {
+        why = why ?? await ensurePackage(k.name, k.bins);
+        if (!why) result.versions[k.name] = await pkgVersion(k.name);
+      }
+      if (!why && !ccs.has(p.cc)) why = `congestion control ${p.cc} not available`;
+      if (why) {
+        result.skipped.push({ what: p.label, reason: why });
+        console.log(`  SKIP ${p.label}: ${why}`);
+        continue;
+      }
+      usable.push(p);
+    }
+    // The upload body: the origin's payload with another seed, from a file curl streams.
+    const file = `${tmp}/upload.bin`;
+    {
+      const f = await Deno.open(file, { write: true, create: true, truncate: true });
+      try {
+        const chunk = 64 * MiB;
+        for (let off = 0; off < size; off += chunk) {
+          const n = Math.min(chunk, size - off);
+          const buf = payload(n, 11 + off / chunk);
+          for (let w = 0; w < n;) w += await f.write(buf.subarray(w));
+        }
+      } finally {
+        f.close();
+      }
+    }
+    console.log(
+      `  ${usable.length} peers on plain veth: warm-up + ${runs} downloads + ${runs} uploads of ` +
+        `${size / MiB} MiB each, curl -m ${capS}; kcptun ${KCP_TUNING.join(" ")}`,
+    );
+    for (const p of usable) {
+      if (interrupted()) break;
+      const t0 = performance.now();
+      const row = await vethRow(p, size, runs, capS, file);
+      result.veth.push(row);
+      if (row.error) result.skipped.push({ what: `${p.label}, veth`, reason: row.error });
+      console.log(
+        `  veth ${pad(p.label, 18)} down ${lpad(num(row.downMbps), 6)} up ${
+          lpad(num(row.upMbps), 6)
+        } Mbit/s, ${num(row.mibPerCpuS.all)} MiB/CPU-s  (${
+          ((performance.now() - t0) / 1000).toFixed(0)
+        } s)${row.error ? "  " + row.error : ""}`,
+      );
+    }
+    if (Deno.env.get("OSTP_VETH_LUL") !== "0") {
+      console.log(
+        `  latency under load: ${lulN} × /bytes/1024 alone, then beside a ${bulkSize / MiB} MiB ` +
+          `download, through the emulator`,
+      );
+      for (const prof of ["rtt40", "rtt40-loss2"]) {
+        for (const p of usable) {
+          if (interrupted()) break;
+          const t0 = performance.now();
+          const l = await loadedLatency(p, prof, lulN, bulkSize);
+          result.latency.push(l);
+          if (l.error) result.skipped.push({ what: `${p.label}, ${l.profile}`, reason: l.error });
+          console.log(
+            `  ${pad(l.profile, 20)} ${pad(p.label, 18)} ${num(l.idleMedianMs, 1)} → ${
+              num(l.loadedMedianMs, 1)
+            } ms (${l.ratio === null ? "–" : l.ratio.toFixed(2) + "×"}), bulk ${
+              num(l.bulkMbps)
+            } Mbit/s  (${((performance.now() - t0) / 1000).toFixed(0)} s)${
+              l.error ? "  " + l.error : ""
+            }`,
+          );
+        }
+      }
+    }
+  } finally {
+    await removeTmp();
+    await cleanupAll();
+    for (const s of signals) Deno.removeSignalListener(s, onSignal);
+  }
+  if (interrupted()) return null;
+
+  console.log(
+    `\nostp vs peers (${result.machine}), tree ${rev}\n` +
+      `plain veth: median of ${runs} per direction after one unmeasured warm-up, ` +
+      `${result.sizeMiB} MiB each; ` +
+      (result.latency.length
+        ? `latency: through the link emulator, ${lulN} small requests ` +
+          `(median beside a ${bulkSize / MiB} MiB download / median alone); `
+        : "") +
+      `kcptun ${result.kcptun}; TCP bbr in every namespace\n`,
+  );
+  printTable(result, usable);
+  if (result.latency.some((x) => x.bulkMbps !== null && !x.bulkStillRunning)) {
+    console.log("  * the bulk download finished before the last small request");
+  }
+  if (result.skipped.length > 0) {
+    console.log("\nskipped or failed:");
+    for (const s of result.skipped) console.log(`  ${s.what}: ${s.reason}`);
+  }
+  const dir = new URL("../../bench/results/", import.meta.url);
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(new URL("veth.json", dir), JSON.stringify(result, null, 2) + "\n");
+  console.log("\nwrote bench/results/veth.json");
+  return result;
+}
+
+if (import.meta.main) await runVeth();
