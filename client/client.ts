@@ -42,6 +42,20 @@ export interface ClientStats extends TrafficStats {
   rules: RuleHits[];
   /** UDP datagrams the router dropped (block, http, no flow) and UDP flows it opened. */
   routerUdp: RouterUdpStats;
+  /** Each session of the pool (`mux`): its state, local UDP port and open streams. */
+  runners: RunnerStats[];
+}
+
+/** One session of the pool as {@link OstpClient.stats} reports it. */
+export interface RunnerStats {
+  /** Index of the session (0 .. mux-1), as in the log lines. */
+  index: number;
+  /** Its runner's state. */
+  state: RunnerState;
+  /** Local UDP port of its current socket (0 when it has none). */
+  localPort: number;
+  /** Streams it carries now. */
+  streams: number;
 }
 
 /** What {@link OstpClient.reload} did. */
@@ -265,6 +279,12 @@ export class OstpClient {
       ...trafficStats(sessions, performance.now() - this.startedAt),
       rules: route.rules,
       routerUdp: route.udp,
+      runners: this.pool.runners.map((r) => ({
+        index: r.index,
+        state: r.state,
+        localPort: r.localPort,
+        streams: r.conn?.session.streamCount ?? 0,
+      })),
     };
   }
 

@@ -73,8 +73,13 @@ export async function main(argv: string[]): Promise<number> {
   };
   const control = await openDaemonControl(parsed.config.control, "client", {
     status: () => {
-      const { rules, ...stats } = client.stats();
-      return { stats, rules };
+      const { rules, runners, ...stats } = client.stats();
+      const sessions = runners.map(({ index, ...r }) => ({
+        name: `session ${index}`,
+        index,
+        ...r,
+      }));
+      return { stats, sessions, rules };
     },
     hop: () => ({ moved: hop() }),
     reload: async () => {
