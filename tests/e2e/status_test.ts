@@ -91,7 +91,10 @@ Deno.test({
       const ca = JSON.parse(c.stdout);
       assertEquals(ca.stats.sessions, 1);
       assert(ca.stats.bytesReceived > 0, c.stdout);
-      assertEquals(Object.keys(ca).sort(), ["ok", "rules", "stats"]);
+      assertEquals(Object.keys(ca).sort(), ["ok", "rules", "sessions", "stats"]);
+      assertEquals(ca.sessions.length, 1);
+      assertEquals([ca.sessions[0].name, ca.sessions[0].state], ["session 0", "connected"]);
+      assert(ca.sessions[0].localPort > 0, JSON.stringify(ca.sessions));
       // No routing config: one entry, the default, which carried the request.
       assertEquals(ca.rules, [{ rule: -1, label: "default", outbound: "ostp", hits: 1 }]);
       assertEquals(ca.stats.routerUdp, { flows: 0, blocked: 0, noUdp: 0, failed: 0 });
