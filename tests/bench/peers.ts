@@ -52,11 +52,11 @@ import { which } from "../support/sh.ts";
 import { formatAccessKey, generateAccessKey } from "../../shared/crypto/keys.ts";
 import { type ChartGroup, groupedBarSvg } from "./peers_svg.ts";
 
-const MiB = 1024 * 1024;
-const ORIGIN = `${ADDR.target}:8080`;
+export const MiB = 1024 * 1024;
+export const ORIGIN = `${ADDR.target}:8080`;
 const dec = new TextDecoder();
 
-function envNum(name: string, dflt: number): number {
+export function envNum(name: string, dflt: number): number {
   const v = Deno.env.get(name);
   return v === undefined || v === "" ? dflt : Number(v);
 }
@@ -251,7 +251,8 @@ export async function startOrigin(tb: Testbed): Promise<Daemon> {
 // ---------------------------------------------------------------------------
 // Peers.
 
-function plainTcp(cc: Cc): Peer {
+/** No tunnel: curl straight at the origin, routed through the server namespace. */
+export function plainTcp(cc: Cc): Peer {
   return {
     id: `tcp-${cc}`,
     label: `TCP ${cc}`,
@@ -438,7 +439,8 @@ export function median(xs: number[]): number {
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
 
-function cpu(d: Daemon | null): number | null {
+/** A daemon's CPU seconds so far (null: no daemon, or not readable). */
+export function cpu(d: Daemon | null): number | null {
   if (!d) return null;
   try {
     return d.cpuSeconds();
@@ -543,6 +545,110 @@ export async function withTestbed<T>(
   }
 }
 
+/**
+ * Runs `fn` with `peer` started on a fresh testbed ({@link withTestbed}) and
+ * TCP set to `cc`: first the origin builds its payload of `warmBytes` inside
+ * the target namespace (not over the link), then {@link waitReady}; the peer
+ * is stopped afterwards.
+ */
+export async function withPeer<T>(
+  profile: Profile | "veth",
+  peer: Peer,
+  cc: Cc,
+  warmBytes: number,
+  fn: (tb: Testbed, running: Running) => Promise<T>,
+): Promise<T> {
+  return await withTestbed(profile, async (tb) => {
+    await setCc(tb, cc);
+    const starting = peer.start(tb);
+    const stop = track(async () => await (await starting.catch(() => null))?.stop());
+    const running = await starting;
+    try {
+      await tb.exec(tb.target, "curl", [
+        "-sS",
+        "-o",
+        "/dev/null",
+        `http://${ORIGIN}/bytes/${warmBytes}`,
+      ]);
+      await waitReady(tb, running);
+      return await fn(tb, running);
+    } finally {
+      await stop();
+    }
+  });
+}
+
+/** `n` small requests (`/bytes/1024`, a new connection each) one after another: ms each. */
+export async function smallRequests(tb: Testbed, running: Running, n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const r = await curlIn(tb, ["-m", "20", ...running.curl("/bytes/1024")]);
+    if (r.code !== 0) throw new Error(`small request: ${r.err}`);
+    out.push(r.seconds * 1000);
+  }
+  return out;
+}
+
+/**
+ * Runs `during` beside a bulk download of `bulkSize` bytes through `running`
+ * (curl -m `capS`, plus `curlArgs`), started 2 s before it so the transfer
+ * ramps up. The download streams into this process, which counts the bytes,
+ * so its rate while `during` ran is known (Mbit/s, unrounded); the download
+ * is ended afterwards.
+ */
+export async function besideBulk<T>(
+  tb: Testbed,
+  running: Running,
+  bulkSize: number,
+  capS: number,
+  curlArgs: string[],
+  during: () => Promise<T>,
+): Promise<{ result: T; bulkMbps: number; bulkStillRunning: boolean }> {
+  const bulk = new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      tb.client,
+      "curl",
+      "-sS",
+      "-o",
+      "-",
+      "-m",
+      String(capS),
+      ...curlArgs,
+      ...running.curl(`/bytes/${bulkSize}`),
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  let bulkBytes = 0;
+  let finished = false;
+  const reader = (async () => {
+    for await (const chunk of bulk.stdout) bulkBytes += chunk.length;
+  })().catch(() => {}).finally(() => {
+    finished = true;
+  });
+  const killBulk = track(async () => {
+    try {
+      bulk.kill("SIGTERM");
+    } catch {
+      // already exited
+    }
+    await bulk.status;
+    await reader;
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 2000)); // let the bulk transfer ramp up
+    const b0 = bulkBytes;
+    const t0 = performance.now();
+    const result = await during();
+    const bulkMbps = ((bulkBytes - b0) * 8) / ((performance.now() - t0) / 1000) / 1e6;
+    return { result, bulkMbps, bulkStillRunning: !finished };
+  } finally {
+    await killBulk();
+  }
+}
+
 async function measureRow(
   peer: Peer,
   profile: Profile,
@@ -565,26 +671,10 @@ async function measureRow(
     daemons: peer.daemons,
     note: "",
   };
-  await withTestbed(profile, async (tb) => {
-    await setCc(tb, peer.cc);
-    const starting = peer.start(tb);
-    const stop = track(async () => await (await starting.catch(() => null))?.stop());
-    const running = await starting;
-    try {
-      // Warm the origin's payload cache inside the target namespace (not over the link).
-      await tb.exec(tb.target, "curl", [
-        "-sS",
-        "-o",
-        "/dev/null",
-        `http://${ORIGIN}/bytes/${size}`,
-      ]);
-      await waitReady(tb, running);
-      // One unmeasured transfer through every tunnel (JIT, windows, caches).
-      if (peer.daemons) row.warmup = await download(tb, running, size, capS);
-      for (let i = 0; i < runs; i++) row.runs.push(await download(tb, running, size, capS));
-    } finally {
-      await stop();
-    }
+  await withPeer(profile, peer, peer.cc, size, async (tb, running) => {
+    // One unmeasured transfer through every tunnel (JIT, windows, caches).
+    if (peer.daemons) row.warmup = await download(tb, running, size, capS);
+    for (let i = 0; i < runs; i++) row.runs.push(await download(tb, running, size, capS));
   });
   const good = row.runs.filter((r) => !r.error);
   const errors = row.runs.filter((r) => r.error);
@@ -628,98 +718,33 @@ interface HolResult {
 async function headOfLine(n = 20): Promise<HolResult> {
   const profile = PROFILES.find((p) => p.id === "rtt40-loss2")!;
   const bulkSize = 256 * MiB;
-  return await withTestbed(profile, async (tb) => {
-    await setCc(tb, "bbr");
-    const starting = ostp.start(tb);
-    const stop = track(async () => await (await starting.catch(() => null))?.stop());
-    const running = await starting;
-    try {
-      await tb.exec(tb.target, "curl", [
-        "-sS",
-        "-o",
-        "/dev/null",
-        `http://${ORIGIN}/bytes/${bulkSize}`,
-      ]);
-      await waitReady(tb, running);
-      const small = async () => {
-        const out: number[] = [];
-        for (let i = 0; i < n; i++) {
-          const r = await curlIn(tb, ["-m", "20", ...running.curl("/bytes/1024")]);
-          if (r.code !== 0) throw new Error(`small request: ${r.err}`);
-          out.push(r.seconds * 1000);
-        }
-        return out;
-      };
-      const idleMs = await small();
-      // The bulk download streams into this process, which counts the bytes,
-      // so its rate during the small requests is known.
-      const bulkProc = new Deno.Command("ip", {
-        args: [
-          "netns",
-          "exec",
-          tb.client,
-          "curl",
-          "-sS",
-          "-o",
-          "-",
-          "-m",
-          "120",
-          // OSTP_PEERS_HOL_BULK_RATE (curl --limit-rate, e.g. 20M) shows how the
-          // figure depends on the bulk transfer's load.
-          ...(Deno.env.get("OSTP_PEERS_HOL_BULK_RATE")
-            ? ["--limit-rate", Deno.env.get("OSTP_PEERS_HOL_BULK_RATE")!]
-            : []),
-          ...running.curl(`/bytes/${bulkSize}`),
-        ],
-        stdout: "piped",
-        stderr: "null",
-      }).spawn();
-      let bulkBytes = 0;
-      let finished = false;
-      const reader = (async () => {
-        for await (const chunk of bulkProc.stdout) bulkBytes += chunk.length;
-        finished = true;
-      })().catch(() => {
-        finished = true;
-      });
-      const killBulk = track(async () => {
-        try {
-          bulkProc.kill("SIGTERM");
-        } catch {
-          // already exited
-        }
-        await bulkProc.status;
-        await reader;
-      });
-      let loadedMs: number[];
-      let stillRunning: boolean;
-      let windowMbps: number | null;
-      try {
-        await new Promise((r) => setTimeout(r, 2000)); // let the bulk transfer ramp up
-        const b0 = bulkBytes;
-        const t0 = performance.now();
-        loadedMs = await small();
-        windowMbps = ((bulkBytes - b0) * 8) / ((performance.now() - t0) / 1000) / 1e6;
-        stillRunning = !finished;
-      } finally {
-        await killBulk();
-      }
-      const idle = median(idleMs);
-      const loaded = median(loadedMs);
-      return {
-        profile: profile.label,
-        requests: n,
-        idleMedianMs: +idle.toFixed(1),
-        loadedMedianMs: +loaded.toFixed(1),
-        ratio: +(loaded / idle).toFixed(3),
-        idleMs: idleMs.map((v) => +v.toFixed(1)),
-        loadedMs: loadedMs.map((v) => +v.toFixed(1)),
-        bulkMbps: +windowMbps.toFixed(1),
-        bulkStillRunning: stillRunning,
-      };
-    } finally {
-      await stop();
-    }
+  return await withPeer(profile, ostp, "bbr", bulkSize, async (tb, running) => {
+    const idleMs = await smallRequests(tb, running, n);
+    // OSTP_PEERS_HOL_BULK_RATE (curl --limit-rate, e.g. 20M) shows how the
+    // figure depends on the bulk transfer's load.
+    const rate = Deno.env.get("OSTP_PEERS_HOL_BULK_RATE");
+    const bulk = await besideBulk(
+      tb,
+      running,
+      bulkSize,
+      120,
+      rate ? ["--limit-rate", rate] : [],
+      () => smallRequests(tb, running, n),
+    );
+    const loadedMs = bulk.result;
+    const idle = median(idleMs);
+    const loaded = median(loadedMs);
+    return {
+      profile: profile.label,
+      requests: n,
+      idleMedianMs: +idle.toFixed(1),
+      loadedMedianMs: +loaded.toFixed(1),
+      ratio: +(loaded / idle).toFixed(3),
+      idleMs: idleMs.map((v) => +v.toFixed(1)),
+      loadedMs: loadedMs.map((v) => +v.toFixed(1)),
+      bulkMbps: +bulk.bulkMbps.toFixed(1),
+      bulkStillRunning: bulk.bulkStillRunning,
+    };
   });
 }
 
@@ -776,10 +801,10 @@ const TARGETS: { name: string; profile: string; num: string; den: string; atLeas
   },
 ];
 
-function pad(s: string, n: number): string {
+export function pad(s: string, n: number): string {
   return s.length >= n ? s : s + " ".repeat(n - s.length);
 }
-function lpad(s: string, n: number): string {
+export function lpad(s: string, n: number): string {
   return s.length >= n ? s : " ".repeat(n - s.length) + s;
 }
 function f(v: number | null, digits: number): string {

@@ -47,62 +47,45 @@ import { payload } from "../support/daemons.ts";
 import { ADDR, canUseNetns, run, type Testbed } from "../support/netns.ts";
 import { which } from "../support/sh.ts";
 import {
+  besideBulk,
   cleanupAll,
+  cpu,
   curlIn,
   ensurePackage,
+  envNum,
   interrupted,
   KCP_TUNING,
   kcptun,
+  lpad,
   machine,
   markInterrupted,
   median,
+  MiB,
+  ORIGIN,
   ostp,
+  pad,
   type Peer,
   pkgVersion,
+  plainTcp,
   prepareCc,
   PROFILES,
   revision,
-  routeThrough,
   type Running,
-  setCc,
+  smallRequests,
   ssLibev,
   startOrigin,
   track,
-  waitReady,
-  withTestbed,
+  withPeer,
 } from "./peers.ts";
 
-const MiB = 1024 * 1024;
-const ORIGIN = `${ADDR.target}:8080`;
 const dec = new TextDecoder();
 const WG_TUNNEL = { client: "10.203.0.1", server: "10.203.0.2", subnet: "10.203.0.0/24" };
-
-function envNum(name: string, dflt: number): number {
-  const v = Deno.env.get(name);
-  return v === undefined || v === "" ? dflt : Number(v);
-}
 
 // ---------------------------------------------------------------------------
 // The two peers peers.ts does not have.
 
-const direct: Peer = {
-  id: "direct",
-  label: "direct",
-  cc: "bbr",
-  daemons: null,
-  async start(tb) {
-    await routeThrough(tb);
-    const origin = await startOrigin(tb);
-    return {
-      client: null,
-      server: null,
-      curl: (path) => [`http://${ORIGIN}${path}`],
-      stop: async () => {
-        await origin.stop();
-      },
-    };
-  },
-};
+/** No tunnel: TCP bbr routed through the server namespace (peers.ts's "TCP bbr"). */
+const direct: Peer = { ...plainTcp("bbr"), id: "direct", label: "direct" };
 
 async function wgPubkey(priv: string): Promise<string> {
   const p = new Deno.Command("wg", { args: ["pubkey"], stdin: "piped", stdout: "piped" }).spawn();
@@ -234,18 +217,9 @@ interface Transfer {
   error?: string;
 }
 
-function cpuOf(d: Daemon | null): number | null {
-  if (!d) return null;
-  try {
-    return d.cpuSeconds();
-  } catch {
-    return null;
-  }
-}
-
 function cpuBoth(r: Running): number | null {
-  const c = cpuOf(r.client);
-  const s = cpuOf(r.server);
+  const c = cpu(r.client);
+  const s = cpu(r.server);
   return c === null || s === null ? null : c + s;
 }
 
@@ -336,29 +310,13 @@ async function vethRow(
     mibPerCpuS: { down: null, up: null, all: null },
   };
   try {
-    await withTestbed("veth", async (tb) => {
-      await setCc(tb, peer.cc);
-      const starting = peer.start(tb);
-      const stop = track(async () => await (await starting.catch(() => null))?.stop());
-      const running = await starting;
-      try {
-        // The origin builds the payload once, inside the target namespace.
-        await tb.exec(tb.target, "curl", [
-          "-sS",
-          "-o",
-          "/dev/null",
-          `http://${ORIGIN}/bytes/${size}`,
-        ]);
-        await waitReady(tb, running);
-        row.warmup = await transfer(tb, running, "down", size, capS, file);
-        for (let i = 0; i < runs && !interrupted(); i++) {
-          row.down.push(await transfer(tb, running, "down", size, capS, file));
-        }
-        for (let i = 0; i < runs && !interrupted(); i++) {
-          row.up.push(await transfer(tb, running, "up", size, capS, file));
-        }
-      } finally {
-        await stop();
+    await withPeer("veth", peer, peer.cc, size, async (tb, running) => {
+      row.warmup = await transfer(tb, running, "down", size, capS, file);
+      for (let i = 0; i < runs && !interrupted(); i++) {
+        row.down.push(await transfer(tb, running, "down", size, capS, file));
+      }
+      for (let i = 0; i < runs && !interrupted(); i++) {
+        row.up.push(await transfer(tb, running, "up", size, capS, file));
       }
     });
   } catch (e) {
@@ -420,77 +378,15 @@ async function loadedLatency(
     bulkStillRunning: false,
   };
   try {
-    await withTestbed(profile, async (tb) => {
-      await setCc(tb, peer.cc);
-      const starting = peer.start(tb);
-      const stop = track(async () => await (await starting.catch(() => null))?.stop());
-      const running = await starting;
-      try {
-        await tb.exec(tb.target, "curl", [
-          "-sS",
-          "-o",
-          "/dev/null",
-          `http://${ORIGIN}/bytes/${bulkSize}`,
-        ]);
-        await waitReady(tb, running);
-        // Warm-up: one unmeasured download through the path.
-        await curlIn(tb, ["-m", "30", ...running.curl(`/bytes/${16 * MiB}`)]);
-        const small = async () => {
-          const out: number[] = [];
-          for (let i = 0; i < n; i++) {
-            const r = await curlIn(tb, ["-m", "20", ...running.curl("/bytes/1024")]);
-            if (r.code !== 0) throw new Error(`small request: ${r.err}`);
-            out.push(+(r.seconds * 1000).toFixed(1));
-          }
-          return out;
-        };
-        res.idleMs = await small();
-        const bulk = new Deno.Command("ip", {
-          args: [
-            "netns",
-            "exec",
-            tb.client,
-            "curl",
-            "-sS",
-            "-o",
-            "-",
-            "-m",
-            "180",
-            ...running.curl(`/bytes/${bulkSize}`),
-          ],
-          stdout: "piped",
-          stderr: "null",
-        }).spawn();
-        let bulkBytes = 0;
-        let finished = false;
-        const reader = (async () => {
-          for await (const chunk of bulk.stdout) bulkBytes += chunk.length;
-        })().catch(() => {}).finally(() => {
-          finished = true;
-        });
-        const killBulk = track(async () => {
-          try {
-            bulk.kill("SIGTERM");
-          } catch {
-            // already exited
-          }
-          await bulk.status;
-          await reader;
-        });
-        try {
-          await new Promise((r) => setTimeout(r, 2000)); // let the bulk transfer ramp up
-          const b0 = bulkBytes;
-          const t0 = performance.now();
-          res.loadedMs = await small();
-          res.bulkMbps = +(((bulkBytes - b0) * 8) / ((performance.now() - t0) / 1000) / 1e6)
-            .toFixed(1);
-          res.bulkStillRunning = !finished;
-        } finally {
-          await killBulk();
-        }
-      } finally {
-        await stop();
-      }
+    await withPeer(profile, peer, peer.cc, bulkSize, async (tb, running) => {
+      // Warm-up: one unmeasured download through the path.
+      await curlIn(tb, ["-m", "30", ...running.curl(`/bytes/${16 * MiB}`)]);
+      const small = async () => (await smallRequests(tb, running, n)).map((ms) => +ms.toFixed(1));
+      res.idleMs = await small();
+      const bulk = await besideBulk(tb, running, bulkSize, 180, [], small);
+      res.loadedMs = bulk.result;
+      res.bulkMbps = +bulk.bulkMbps.toFixed(1);
+      res.bulkStillRunning = bulk.bulkStillRunning;
     });
     res.idleMedianMs = +median(res.idleMs).toFixed(1);
     res.loadedMedianMs = +median(res.loadedMs).toFixed(1);
@@ -504,12 +400,6 @@ async function loadedLatency(
 // ---------------------------------------------------------------------------
 // Report.
 
-function lpad(s: string, n: number): string {
-  return s.length >= n ? s : " ".repeat(n - s.length) + s;
-}
-function pad(s: string, n: number): string {
-  return s.length >= n ? s : s + " ".repeat(n - s.length);
-}
 function num(v: number | null | undefined, digits = 0): string {
   return v === null || v === undefined ? "–" : v.toFixed(digits);
 }
