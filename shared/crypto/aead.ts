@@ -154,10 +154,18 @@ function checkSealArgs(nonce: Uint8Array, plaintext: Uint8Array, out: Uint8Array
   return n;
 }
 
-function checkOpenOut(ptLen: number, out: Uint8Array): void {
+/**
+ * The argument checks every {@link Aead.open} shares: the plaintext length,
+ * or -1 for a ciphertext shorter than the tag (checked before `out`).
+ */
+function checkOpenArgs(nonce: Uint8Array, ct: Uint8Array, out: Uint8Array): number {
+  if (nonce.length !== NONCE_LENGTH) throw new RangeError("nonce must be 12 bytes");
+  const ptLen = ct.length - TAG_LENGTH;
+  if (ptLen < 0) return -1;
   if (out.length < ptLen) {
     throw new RangeError(`output buffer too small: need ${ptLen}, have ${out.length}`);
   }
+  return ptLen;
 }
 
 /** `@noble/ciphers` implementation (pure JavaScript). */
@@ -179,10 +187,8 @@ class NobleAead implements Aead {
   }
 
   open(nonce: Uint8Array, aad: Uint8Array, ct: Uint8Array, out: Uint8Array): number {
-    if (nonce.length !== NONCE_LENGTH) throw new RangeError("nonce must be 12 bytes");
-    const ptLen = ct.length - TAG_LENGTH;
+    const ptLen = checkOpenArgs(nonce, ct, out);
     if (ptLen < 0) return -1;
-    checkOpenOut(ptLen, out);
     try {
       chacha20poly1305(this.#key, nonce, aad).decrypt(
         ct,
@@ -220,10 +226,8 @@ class NodeAead implements Aead {
   }
 
   open(nonce: Uint8Array, aad: Uint8Array, ct: Uint8Array, out: Uint8Array): number {
-    if (nonce.length !== NONCE_LENGTH) throw new RangeError("nonce must be 12 bytes");
-    const ptLen = ct.length - TAG_LENGTH;
+    const ptLen = checkOpenArgs(nonce, ct, out);
     if (ptLen < 0) return -1;
-    checkOpenOut(ptLen, out);
     let pt: Uint8Array;
     try {
       const d = createDecipheriv("chacha20-poly1305", this.#key, nonce, NODE_OPTS);
@@ -280,10 +284,8 @@ class SodiumAead implements Aead {
   }
 
   open(nonce: Uint8Array, aad: Uint8Array, ct: Uint8Array, out: Uint8Array): number {
-    if (nonce.length !== NONCE_LENGTH) throw new RangeError("nonce must be 12 bytes");
-    const ptLen = ct.length - TAG_LENGTH;
+    const ptLen = checkOpenArgs(nonce, ct, out);
     if (ptLen < 0) return -1;
-    checkOpenOut(ptLen, out);
     const r = this.#so.crypto_aead_chacha20poly1305_ietf_decrypt(
       out as Uint8Array<ArrayBuffer>,
       null,
@@ -355,10 +357,8 @@ class LibcryptoAead implements Aead {
   }
 
   open(nonce: Uint8Array, aad: Uint8Array, ct: Uint8Array, out: Uint8Array): number {
-    if (nonce.length !== NONCE_LENGTH) throw new RangeError("nonce must be 12 bytes");
-    const ptLen = ct.length - TAG_LENGTH;
+    const ptLen = checkOpenArgs(nonce, ct, out);
     if (ptLen < 0) return -1;
-    checkOpenOut(ptLen, out);
     const lc = this.#lc;
     const ctx = this.#ctx;
     const outl = this.#outl;
