@@ -91,6 +91,13 @@ export interface RouteStats {
 
 /** Targets one UDP flow remembers decisions for; past this the memory starts afresh. */
 export const UDP_TARGETS_MAX = 1024;
+/**
+ * Name lookups (`resolve: "onDemand"`) one UDP association may have in flight;
+ * a datagram to yet another name is dropped (counted as failed) and its
+ * target decided on a later datagram, so a flood of names cannot start a
+ * flood of DNS queries.
+ */
+export const UDP_LOOKUPS_MAX = 16;
 /** Datagrams held per sub-flow while it opens, or per target while its name resolves. */
 export const UDP_PENDING_MAX = 16;
 /** After a sub-flow failed to open, its datagrams are dropped for this long, ms. */
@@ -392,6 +399,7 @@ class RouterUdpFlow implements UdpFlow {
   #lastHost = "";
   #lastPort = -1;
   #last: TargetRoute | null = null;
+  #lookups = 0;
   #closed = false;
 
   constructor(
@@ -411,7 +419,9 @@ class RouterUdpFlow implements UdpFlow {
     let tr = this.#last;
     if (tr === null || target.port !== this.#lastPort || target.host !== this.#lastHost) {
       const key = `${target.port} ${target.host}`;
-      tr = this.#targets.get(key) ?? this.#decide(key, target);
+      const known = this.#targets.get(key) ?? this.#decide(key, target);
+      if (known === null) return this.#failed();
+      tr = known;
       this.#last = tr;
       this.#lastHost = target.host;
       this.#lastPort = target.port;
@@ -442,17 +452,23 @@ class RouterUdpFlow implements UdpFlow {
     return false;
   }
 
-  /** Decides the route of a new target (and remembers it). */
-  #decide(key: string, target: Target): TargetRoute {
-    if (this.#targets.size >= UDP_TARGETS_MAX) this.#targets.clear();
+  /**
+   * Decides the route of a new target (and remembers it); null when it needs
+   * a name lookup and {@link UDP_LOOKUPS_MAX} are already in flight.
+   */
+  #decide(key: string, target: Target): TargetRoute | null {
     const t: Target = { host: target.host, port: target.port };
     const ctx: FlowContext = { ...this.#ctx, network: "udp", target: t };
     const router = this.#routes.router;
-    const d = router.decide(ctx);
+    const d = router.decide(ctx); // a provisional (needsIp) answer is not counted
+    const lookup = d.needsIp && router.resolve === "onDemand";
+    if (lookup && this.#lookups >= UDP_LOOKUPS_MAX) return null;
+    if (this.#targets.size >= UDP_TARGETS_MAX) this.#targets.clear();
     let tr: TargetRoute;
-    if (d.needsIp && router.resolve === "onDemand") {
+    if (lookup) {
       tr = { sub: null, sendTo: t, resolving: [] };
-      void this.#resolve(tr, ctx, d);
+      this.#lookups++;
+      void this.#resolve(tr, ctx, d).finally(() => this.#lookups--);
     } else tr = { sub: this.#subFor(d.outbound), sendTo: t, resolving: null };
     this.#targets.set(key, tr);
     return tr;

@@ -16,6 +16,7 @@ import {
   type OutboundEntry,
   RouterOutbound,
   type RouteTable,
+  UDP_LOOKUPS_MAX,
   UDP_PENDING_MAX,
 } from "../../client/router/router_outbound.ts";
 import type { Outbound, UdpFlow, UdpReplyHandler } from "../../client/outbound/outbound.ts";
@@ -328,6 +329,37 @@ Deno.test("router outbound: onDemand UDP resolves a name once and holds its data
     f.direct.flows[0].sent.map((s) => `${s.target.host}:${s.target.port} ${s.text}`),
     ["10.0.0.53:53 a", "10.0.0.53:53 b"],
   );
+  flow.close();
+});
+
+Deno.test("router outbound: onDemand UDP caps the name lookups in flight per association", async () => {
+  const f = fakes();
+  const pending: ((ip: string) => void)[] = [];
+  const r = new RouterOutbound(
+    table({ exclude: { ips: ["10.0.0.0/8"] }, resolve: "onDemand" }, f.outs),
+    { resolveName: () => new Promise<string>((res) => pending.push(res)) },
+  );
+  const flow = await r.openUdp(
+    { inbound: "proxy", network: "udp", target: { host: "0.0.0.0", port: 0 } },
+    () => {},
+  );
+  const d = new TextEncoder().encode("q");
+  for (let i = 0; i < UDP_LOOKUPS_MAX; i++) {
+    assert(flow.send({ host: `n${i}.example`, port: 53 }, d), `name ${i} held for its lookup`);
+  }
+  assertEquals(pending.length, UDP_LOOKUPS_MAX);
+  const failedBefore = r.udpStats.failed;
+  assertEquals(flow.send({ host: "one-too-many.example", port: 53 }, d), false);
+  assertEquals(pending.length, UDP_LOOKUPS_MAX, "no lookup started past the cap");
+  assertEquals(r.udpStats.failed, failedBefore + 1);
+  // A finished lookup frees a slot: the same name is decided on its next datagram.
+  pending[0]("10.0.0.1");
+  await tick();
+  await tick();
+  assert(flow.send({ host: "one-too-many.example", port: 53 }, d));
+  assertEquals(pending.length, UDP_LOOKUPS_MAX + 1);
+  for (const p of pending.slice(1)) p("10.0.0.2");
+  await tick();
   flow.close();
 });
 
