@@ -124,7 +124,15 @@ export interface SquidSetup {
 export async function startSquid(
   setup: SquidSetup,
 ): Promise<Squid & { ca: string | null }> {
-  const { allowedPorts, user, password } = setup;
+  const { user, password } = setup;
+  // A listener of our own that squid may CONNECT to: the readiness probe's target,
+  // so the probe never shows up among the test's own tunnels in the access log.
+  const probeTarget = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const probePort = (probeTarget.addr as Deno.NetAddr).port;
+  (async () => {
+    for await (const c of probeTarget) c.close();
+  })().catch(() => {});
+  const allowedPorts = [...setup.allowedPorts, probePort];
   const dir = await Deno.makeTempDir({ prefix: "ostp-squid-" });
   let child: Deno.ChildProcess | null = null;
   try {
@@ -190,8 +198,11 @@ export async function startSquid(
       const ids = (await run("id", ["proxy"])).match(/uid=(\d+).*gid=(\d+)/);
       if (ids) await Deno.chown(dir, Number(ids[1]), Number(ids[2]));
     }
+    // A service name of its own: squid names its shared-memory segments and IPC
+    // after it, and tests run several squids at once.
+    const service = `ostp${dir.replace(/[^A-Za-z0-9]/g, "").slice(-12)}`;
     child = new Deno.Command(SQUID, {
-      args: ["-N", "-f", confPath],
+      args: ["-N", "-n", service, "-f", confPath],
       stdin: "null",
       stdout: "null",
       stderr: "piped",
@@ -225,7 +236,25 @@ export async function startSquid(
         }
       }
     }
+    // Listening is not ready: the authenticating port answers only once its
+    // helper runs. Ready when an authenticated CONNECT is answered 200.
+    if (ncsaAuth) {
+      const auth = btoa(
+        String.fromCharCode(...new TextEncoder().encode(`${user}:${password}`)),
+      );
+      for (;;) {
+        if (exited) throw new Error(`squid exited at start:\n${await readLog()}`);
+        if (await connectAnswer(authPort, probePort, auth) === 200) break;
+        if (performance.now() > until) {
+          throw new Error(`squid's authenticating port never answered 200:\n${await readLog()}`);
+        }
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
     const stop = async () => {
+      try {
+        probeTarget.close();
+      } catch { /* already closed */ }
       try {
         proc.kill("SIGTERM");
       } catch { /* already gone */ }
@@ -246,6 +275,9 @@ export async function startSquid(
     };
     return { openPort, authPort, tlsPort, ca: certs?.ca ?? null, stop };
   } catch (e) {
+    try {
+      probeTarget.close();
+    } catch { /* already closed */ }
     if (child) {
       try {
         child.kill("SIGKILL");
@@ -254,5 +286,30 @@ export async function startSquid(
     }
     await Deno.remove(dir, { recursive: true }).catch(() => {});
     throw e;
+  }
+}
+
+/** Sends `CONNECT 127.0.0.1:target` with Basic `auth` to squid's `port`; the status, or 0. */
+async function connectAnswer(port: number, target: number, auth: string): Promise<number> {
+  let conn: Deno.TcpConn | null = null;
+  try {
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    await conn.write(
+      new TextEncoder().encode(
+        `CONNECT 127.0.0.1:${target} HTTP/1.1\r\nHost: 127.0.0.1:${target}\r\n` +
+          `Proxy-Authorization: Basic ${auth}\r\n\r\n`,
+      ),
+    );
+    const buf = new Uint8Array(256);
+    const timer = setTimeout(() => conn?.close(), 2000);
+    const n = await conn.read(buf).finally(() => clearTimeout(timer));
+    const m = /^HTTP\/1\.[01] (\d{3})/.exec(new TextDecoder().decode(buf.subarray(0, n ?? 0)));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  } finally {
+    try {
+      conn?.close();
+    } catch { /* already closed */ }
   }
 }
