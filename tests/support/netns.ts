@@ -77,6 +77,14 @@ export class Testbed {
     down: Partial<Impairment> = up,
     seed = 1,
   ): Promise<Testbed> {
+    return await Testbed.build((tb) => tb.setup({ ...CLEAN, ...up }, { ...CLEAN, ...down }, seed));
+  }
+
+  /**
+   * A testbed with fresh, uniquely named namespaces (loopback up), its
+   * client ⇄ server link made by `link`; everything is removed if that fails.
+   */
+  private static async build(link: (tb: Testbed) => Promise<void>): Promise<Testbed> {
     const id = Array.from(
       crypto.getRandomValues(new Uint8Array(3)),
       (b) => b.toString(16).padStart(2, "0"),
@@ -84,7 +92,11 @@ export class Testbed {
       .join("");
     const tb = new Testbed(id);
     try {
-      await tb.setup({ ...CLEAN, ...up }, { ...CLEAN, ...down }, seed);
+      for (const ns of [tb.client, tb.server, tb.target]) {
+        await run("ip", "netns", "add", ns);
+        await run("ip", "-n", ns, "link", "set", "lo", "up");
+      }
+      await link(tb);
     } catch (e) {
       await tb.close();
       throw e;
@@ -97,18 +109,8 @@ export class Testbed {
    * emulator, no impairment): same namespaces, names and addresses as
    * {@link create}, for figures the emulator's own ceiling would hide.
    */
-  static async createVeth(): Promise<Testbed> {
-    const id = Array.from(
-      crypto.getRandomValues(new Uint8Array(3)),
-      (b) => b.toString(16).padStart(2, "0"),
-    )
-      .join("");
-    const tb = new Testbed(id);
-    try {
-      for (const ns of [tb.client, tb.server, tb.target]) {
-        await run("ip", "netns", "add", ns);
-        await run("ip", "-n", ns, "link", "set", "lo", "up");
-      }
+  static createVeth(): Promise<Testbed> {
+    return Testbed.build(async (tb) => {
       await run(
         "ip",
         "link",
@@ -151,18 +153,10 @@ export class Testbed {
       await run("ip", "-n", tb.client, "link", "set", tb.tunC, "up");
       await run("ip", "-n", tb.server, "link", "set", tb.tunS, "up");
       await tb.linkTarget();
-    } catch (e) {
-      await tb.close();
-      throw e;
-    }
-    return tb;
+    });
   }
 
   private async setup(up: Impairment, down: Impairment, seed: number): Promise<void> {
-    for (const ns of [this.client, this.server, this.target]) {
-      await run("ip", "netns", "add", ns);
-      await run("ip", "-n", ns, "link", "set", "lo", "up");
-    }
     const proc = new Deno.Command(Deno.execPath(), {
       args: [
         "run",
