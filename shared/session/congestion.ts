@@ -20,6 +20,8 @@ export interface RateSample {
   appLimited: boolean;
   /** `delivered` counter of the newest packet acked (for round counting). */
   priorDelivered: number;
+  /** The sender's `delivered` counter after this ack (where the next round starts). */
+  totalDelivered: number;
 }
 
 const STARTUP_GAIN = 2.885;
@@ -28,6 +30,31 @@ const PROBE_GAINS = [1.25, 0.75, 1, 1, 1, 1, 1, 1];
 const BW_WINDOW_ROUNDS = 10;
 const MIN_RTT_WINDOW_MS = 10_000;
 const PROBE_RTT_MS = 200;
+/**
+ * The shortest round trip the window is sized for, ms. Between two daemons on
+ * one host or a LAN the measured minimum can be 50 µs, yet a JS event loop
+ * answers in batches and its timers fire at 1 ms granularity: a window of
+ * 2 × bandwidth × 50 µs (a few packets) would starve the path. Pacing still
+ * uses the bandwidth estimate alone, so this floor adds no queue of its own
+ * beyond 1 ms of data.
+ */
+const MIN_WINDOW_RTT_MS = 1;
+/**
+ * A queue that outlasts a whole round trip: the smallest RTT sample of a
+ * round exceeds the minimum by this much (ms, or a quarter of the minimum if
+ * more). Jitter raises some samples of a round; only a standing queue raises
+ * all of them.
+ */
+const STANDING_QUEUE_MS = 4;
+/**
+ * Each half of the two-slot windowed max of ack aggregation lasts this many
+ * rounds and at least this long (ms): on a sub-millisecond path five rounds
+ * would forget a scheduling stall within a few ms.
+ */
+const EXTRA_ACKED_WINDOW_ROUNDS = 5;
+const EXTRA_ACKED_WINDOW_MS = 100;
+/** Longest aggregation the window makes room for, ms of the bandwidth estimate. */
+const EXTRA_ACKED_MAX_MS = 100;
 
 type Mode = "startup" | "drain" | "probe_bw" | "probe_rtt";
 
@@ -61,6 +88,20 @@ export class Bbr {
   private probeRttDone = 0;
   private pacingGain = STARTUP_GAIN;
   private cwndGain = STARTUP_GAIN;
+  // Ack aggregation ("extra acked", as in Linux BBR): acks that arrive in
+  // bursts (a receiver that processes datagrams in batches, a busy event loop)
+  // deliver more than bandwidth × time; the window must hold that much more.
+  private readonly extraAcked = [0, 0];
+  private extraAckedIdx = 0;
+  private extraAckedRounds = 0;
+  private extraAckedStamp = 0;
+  private ackEpochStart = 0;
+  private ackEpochAcked = 0;
+  // Standing-queue guard: the smallest RTT and the largest rate of the round in progress.
+  private roundMinRtt = Infinity;
+  private roundMaxBw = 0;
+  /** Rounds in which a standing queue was found (statistics and tests). */
+  standingQueues = 0;
 
   /** `mss` is the largest datagram; `maxCwnd` caps memory per session. */
   constructor(mss: number, maxCwnd = 64 * 1024 * 1024) {
@@ -71,8 +112,17 @@ export class Bbr {
     this.pacingRate = (STARTUP_GAIN * this.cwnd) / 100;
   }
 
-  /** Called per ack with the rate sample, RTT sample and bytes still in flight. */
-  onAck(now: number, rs: RateSample | null, rttSample: number, inFlight: number): void {
+  /**
+   * Called per ack with the rate sample, RTT sample, bytes still in flight and
+   * bytes this ack newly acknowledged.
+   */
+  onAck(
+    now: number,
+    rs: RateSample | null,
+    rttSample: number,
+    inFlight: number,
+    acked = 0,
+  ): void {
     if (rttSample > 0 && (rttSample <= this.minRtt || now - this.minRttStamp > MIN_RTT_WINDOW_MS)) {
       if (rttSample <= this.minRtt || this.mode !== "probe_rtt") {
         this.minRtt = rttSample;
@@ -82,16 +132,25 @@ export class Bbr {
     if (rs) {
       this.roundStart = false;
       if (rs.priorDelivered >= this.nextRoundDelivered) {
-        this.nextRoundDelivered = rs.priorDelivered + 1;
+        // A round trip ends once a packet sent after this ack is acked.
+        this.nextRoundDelivered = rs.totalDelivered;
         this.round++;
         this.roundStart = true;
+        this.checkStandingQueue(now, this.roundMinRtt, this.roundMaxBw, inFlight);
+        this.roundMinRtt = Infinity;
+        this.roundMaxBw = 0;
       }
       if (rs.interval > 0) {
         const bw = rs.delivered / rs.interval;
-        if (!rs.appLimited || bw >= this.btlBw) this.addBwSample(bw);
+        if (!rs.appLimited || bw >= this.btlBw) {
+          this.addBwSample(bw);
+          if (bw > this.roundMaxBw) this.roundMaxBw = bw;
+        }
       }
       if (this.roundStart) this.checkFullPipe(rs.appLimited);
     }
+    if (rttSample > 0 && rttSample < this.roundMinRtt) this.roundMinRtt = rttSample;
+    if (acked > 0) this.updateAckAggregation(now, acked);
     this.updateMode(now, inFlight);
     this.setRates();
   }
@@ -117,6 +176,76 @@ export class Bbr {
     this.btlBw = max;
   }
 
+  /**
+   * Called at the end of each round with its smallest RTT sample and largest
+   * delivery rate. A round whose every packet waited in a queue, with more of
+   * our bytes in flight than the path holds, means the sender put more in
+   * flight than the path drains — a bandwidth estimate
+   * inflated by a burst, or startup overshooting into a deep buffer (a busy
+   * receiver's socket buffer, a userspace hop). Startup ends there (as
+   * HyStart++'s delay rule ends slow start); in probe_bw the estimate falls
+   * back to what the round really delivered and one drain phase follows, so
+   * buffers sized for throughput do not turn into standing queues.
+   */
+  private checkStandingQueue(
+    now: number,
+    roundMin: number,
+    roundBw: number,
+    inFlight: number,
+  ): void {
+    if (this.minRtt === Infinity || roundMin === Infinity || this.btlBw === 0) return;
+    const threshold = Math.max(STANDING_QUEUE_MS, this.minRtt / 4);
+    if (roundMin <= this.minRtt + threshold) return;
+    // Our own queue needs our own bytes: with less in flight than the path
+    // holds plus the threshold, the delay was a stall elsewhere (a descheduled
+    // hop or receiver), which sending less would not shorten.
+    if (inFlight <= this.btlBw * (this.minRtt + threshold)) return;
+    if (this.mode === "startup") {
+      this.standingQueues++;
+      this.filledPipe = true;
+      return;
+    }
+    if (this.mode !== "probe_bw" || this.pacingGain > 1) return;
+    this.standingQueues++;
+    if (roundBw > 0 && roundBw < this.btlBw) {
+      this.bwSamples = [roundBw];
+      this.bwRounds = [this.round];
+      this.btlBw = roundBw;
+    }
+    this.cycleIndex = PROBE_GAINS.indexOf(0.75);
+    this.cycleStamp = now;
+    this.pacingGain = 0.75;
+  }
+
+  private updateAckAggregation(now: number, acked: number): void {
+    if (
+      this.roundStart && ++this.extraAckedRounds >= EXTRA_ACKED_WINDOW_ROUNDS &&
+      now - this.extraAckedStamp >= EXTRA_ACKED_WINDOW_MS
+    ) {
+      this.extraAckedRounds = 0;
+      this.extraAckedStamp = now;
+      this.extraAckedIdx ^= 1;
+      this.extraAcked[this.extraAckedIdx] = 0;
+    }
+    let expected = this.btlBw * (now - this.ackEpochStart);
+    if (this.ackEpochAcked <= expected) {
+      // Acks came no faster than the bandwidth estimate: a new epoch starts.
+      this.ackEpochAcked = 0;
+      this.ackEpochStart = now;
+      expected = 0;
+    }
+    this.ackEpochAcked += acked;
+    const extra = Math.min(this.ackEpochAcked - expected, this.cwnd);
+    if (extra > this.extraAcked[this.extraAckedIdx]) this.extraAcked[this.extraAckedIdx] = extra;
+  }
+
+  /** Room the window keeps for ack aggregation, bytes (once the pipe is full). */
+  get aggregationRoom(): number {
+    if (!this.filledPipe) return 0;
+    const extra = Math.max(this.extraAcked[0], this.extraAcked[1]);
+    return Math.min(extra, this.btlBw * EXTRA_ACKED_MAX_MS);
+  }
+
   private checkFullPipe(appLimited: boolean): void {
     if (this.filledPipe || appLimited) return;
     if (this.btlBw >= this.fullBw * 1.25) {
@@ -130,6 +259,12 @@ export class Bbr {
   private bdp(gain: number): number {
     if (this.btlBw === 0 || this.minRtt === Infinity) return this.cwnd;
     return gain * this.btlBw * this.minRtt;
+  }
+
+  /** The window's share of the bandwidth-delay product, with the round trip floored. */
+  private windowBdp(gain: number): number {
+    if (this.btlBw === 0 || this.minRtt === Infinity) return this.cwnd;
+    return gain * this.btlBw * Math.max(this.minRtt, MIN_WINDOW_RTT_MS);
   }
 
   private updateMode(now: number, inFlight: number): void {
@@ -181,7 +316,9 @@ export class Bbr {
       const rate = this.pacingGain * this.btlBw;
       if (this.filledPipe || rate > this.pacingRate) this.pacingRate = rate;
     }
-    let target = this.mode === "probe_rtt" ? this.minCwnd : this.bdp(this.cwndGain) + 3 * this.mss;
+    let target = this.mode === "probe_rtt"
+      ? this.minCwnd
+      : this.windowBdp(this.cwndGain) + 3 * this.mss + this.aggregationRoom;
     if (!this.filledPipe && target < this.cwnd) target = this.cwnd;
     this.cwnd = Math.min(this.maxCwnd, Math.max(this.minCwnd, target));
   }

@@ -455,6 +455,7 @@ export class Session implements FrameSink {
     let sendElapsed = 0;
     let ackElapsed = 0;
     let appLimited = false;
+    let ackedBytes = 0;
     for (let r = 0; r < count; r++) {
       const lo = ranges[2 * r];
       const hi = ranges[2 * r + 1];
@@ -465,6 +466,7 @@ export class Session implements FrameSink {
         if (p.done) continue;
         p.done = true;
         newlyAcked = true;
+        ackedBytes += p.size;
         if (p.ackEliciting) this.bytesInFlight -= p.size;
         if (p.pn === largest && p.ackEliciting) rttSample = now - p.time;
         this.delivered += p.size;
@@ -492,12 +494,13 @@ export class Session implements FrameSink {
         interval: interval >= this.rtt.min * 0.5 ? interval : 0,
         appLimited,
         priorDelivered,
+        totalDelivered: this.delivered,
       };
       void priorTime;
     }
     this.ptoCount = 0;
     this.detectLost(now);
-    this.cc.onAck(now, rs, rttSample, this.bytesInFlight);
+    this.cc.onAck(now, rs, rttSample, this.bytesInFlight, ackedBytes);
     this.compactSent();
   }
 
@@ -795,7 +798,9 @@ export class Session implements FrameSink {
     const eliciting = pos > ackEnd;
     if (!eliciting && !ackDue) pos = 0; // an ACK alone waits until it is due
     if (pos === 0) {
-      this.markAppLimited();
+      // Only a sender that could have sent and had nothing is application-limited;
+      // one held back by the window or the pacer is not (else BBR never leaves startup).
+      if (cwndOpen && paceOpen && !this.hasSendable()) this.markAppLimited();
       return 0;
     }
     if (ackEnd > 0) {

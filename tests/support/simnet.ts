@@ -24,6 +24,10 @@ export interface LinkProfile {
   jitterMs: number;
   loss: number;
   duplicate: number;
+  /** Bottleneck rate in bytes per ms (absent: infinitely fast). */
+  rate?: number;
+  /** Bytes the bottleneck queue holds before it drops at the tail (absent: unbounded). */
+  queueBytes?: number;
 }
 
 /** Plain-text protector for simulation: 8-byte packet number then the plaintext. */
@@ -58,6 +62,12 @@ export class SimNet {
   private readonly out = new Uint8Array(2048);
   /** Datagrams put on the link, per direction. */
   readonly sent = [0, 0];
+  /** Datagrams the bottleneck queue dropped, per direction. */
+  readonly tailDrops = [0, 0];
+  /** Time each datagram waited in the bottleneck queue, ms, per direction: `[sentAt, wait]`. */
+  readonly queueWaits: [number, number][][] = [[], []];
+  /** When each direction's bottleneck is free again (virtual ms). */
+  private readonly linkFree = [0, 0];
   /** Longest jump of virtual time per {@link step}, ms (Infinity: straight to the next event). */
   maxStep = Infinity;
 
@@ -79,9 +89,21 @@ export class SimNet {
       if (n === 0) break;
       this.sent[from]++;
       if (this.rand() < p.loss) continue;
+      let departs = this.now;
+      if (p.rate !== undefined) {
+        const start = Math.max(this.now, this.linkFree[from]);
+        const backlog = (start - this.now) * p.rate;
+        if (p.queueBytes !== undefined && backlog + n > p.queueBytes) {
+          this.tailDrops[from]++;
+          continue;
+        }
+        this.linkFree[from] = start + n / p.rate;
+        departs = this.linkFree[from];
+        this.queueWaits[from].push([this.now, start - this.now]);
+      }
       const copies = this.rand() < p.duplicate ? 2 : 1;
       for (let c = 0; c < copies; c++) {
-        const at = this.now + p.delayMs + this.rand() * p.jitterMs;
+        const at = departs + p.delayMs + this.rand() * p.jitterMs;
         this.queue.push({ at, to: from === 0 ? 1 : 0, data: this.out.slice(0, n) });
       }
     }
