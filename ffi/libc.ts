@@ -17,6 +17,27 @@ const SYMBOLS = {
     nonblocking: true,
   },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  readv: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  writev: { parameters: ["i32", "buffer", "i32"], result: "isize" },
+  /** ioctl whose argument is a value, not a pointer (TUNSETOFFLOAD). */
+  ioctl_value: { name: "ioctl", parameters: ["i32", "u64", "u64"], result: "i32" },
+  /** poll(2) on a worker thread: waits without blocking the JS thread. */
+  poll_blocking: {
+    name: "poll",
+    parameters: ["buffer", "u64", "i32"],
+    result: "i32",
+    nonblocking: true,
+  },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  setns: { parameters: ["i32", "i32"], result: "i32" },
+  if_nametoindex: { parameters: ["buffer"], result: "u32" },
+  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  sendto: {
+    parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"],
+    result: "isize",
+  },
+  recv: { parameters: ["i32", "buffer", "usize", "i32"], result: "isize" },
+  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
@@ -61,3 +82,17 @@ export function cString(s: string): Uint8Array<ArrayBuffer> {
 export const O_RDWR = 2;
 /** close-on-exec. */
 export const O_CLOEXEC = 0o2000000;
+/** open(2): read only. */
+export const O_RDONLY = 0;
+/** open(2): non-blocking reads and writes. */
+export const O_NONBLOCK = 0o4000;
+/** errno: try again (no data on a non-blocking descriptor). */
+export const EAGAIN = 11;
+/** errno: file descriptor in bad state (a TUN whose interface was deleted). */
+export const EBADFD = 77;
+/** errno: interrupted system call. */
+export const EINTR = 4;
+/** errno: operation not permitted. */
+export const EPERM = 1;
+/** errno: permission denied. */
+export const EACCES = 13;

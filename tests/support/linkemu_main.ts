@@ -7,6 +7,7 @@
  */
 
 import { LinuxTun } from "../../ffi/tun_linux.ts";
+import { MAX_PACKET, PacketBatch } from "../../shared/tun/device.ts";
 import { CLEAN, ImpairedLink, type Impairment } from "./linkemu.ts";
 
 const [nameA, nameB, abJson = "{}", baJson = "{}", seedArg = "1"] = Deno.args;
@@ -18,7 +19,7 @@ const tunB = LinuxTun.open(nameB);
 const links = { ab: new ImpairedLink(ab, seed), ba: new ImpairedLink(ba, seed + 1) };
 
 function pump(from: LinuxTun, to: LinuxTun, link: ImpairedLink): Promise<void> {
-  const buf = new Uint8Array(65536);
+  const batch = new PacketBatch(64, MAX_PACKET);
   const due: Uint8Array[] = [];
   let timer: ReturnType<typeof setTimeout> | undefined;
   let timerAt = Infinity;
@@ -26,7 +27,7 @@ function pump(from: LinuxTun, to: LinuxTun, link: ImpairedLink): Promise<void> {
     timer = undefined;
     timerAt = Infinity;
     link.due(performance.now(), due);
-    for (const p of due) to.write(p as Uint8Array<ArrayBuffer>);
+    for (const p of due) to.writePacket(p as Uint8Array<ArrayBuffer>);
     due.length = 0;
     arm();
   };
@@ -39,13 +40,23 @@ function pump(from: LinuxTun, to: LinuxTun, link: ImpairedLink): Promise<void> {
   };
   return (async () => {
     for (;;) {
-      const n = await from.read(buf);
-      if (n <= 0) continue;
+      const count = await from.readBatch(batch);
+      if (count === 0) return;
       if (link.passthrough) {
-        if (!link.loseNow()) to.write(buf.subarray(0, n));
+        let keep = 0;
+        for (let i = 0; i < count; i++) {
+          if (link.loseNow()) continue;
+          if (keep !== i) {
+            batch.slots[keep].set(batch.packet(i));
+            batch.lengths[keep] = batch.lengths[i];
+          }
+          keep++;
+        }
+        if (keep > 0) to.writeBatch(batch, 0, keep);
         continue;
       }
-      link.push(buf.slice(0, n), performance.now());
+      const now = performance.now();
+      for (let i = 0; i < count; i++) link.push(batch.packet(i).slice(), now);
       arm();
     }
   })();
