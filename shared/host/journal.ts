@@ -33,6 +33,11 @@ export interface CommandChange {
   apply: readonly string[];
   /** The command that takes it back. */
   undo: readonly string[];
+  /**
+   * The undo may find nothing to do and that is fine: a route through a TUN
+   * device vanishes with the device, so after a crash its undo fails quietly.
+   */
+  undoMayFail?: boolean;
 }
 
 /** A file whose content is replaced; undo puts back exactly what was there (or nothing). */
@@ -270,7 +275,9 @@ export class HostJournal {
       const { seq, change, before, applied } = this.changes.pop()!;
       const error = await this.undoOne(change, before);
       if (error === null) report.undone.push(change.what);
-      else if (applied) report.failed.push({ what: change.what, error });
+      else if (applied && !(change.kind === "command" && change.undoMayFail)) {
+        report.failed.push({ what: change.what, error });
+      }
       if (this.file) await this.write({ t: "undone", seq });
     }
     return report;
