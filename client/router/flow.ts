@@ -46,6 +46,13 @@ export interface FlowContext {
    * the router parses the literal itself.
    */
   ip?: Uint8Array;
+  /**
+   * A name the flow is known by when `target.host` is an address: the name a
+   * DNS answer gave that address, or the TLS server name / HTTP Host of its
+   * first bytes (TUN inbound). Domain rules match it; outbounds still connect
+   * to `target`, the address the application chose.
+   */
+  domain?: string;
   /** The application's own address, when the inbound knows it. */
   source?: Target;
   /**

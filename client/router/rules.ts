@@ -414,9 +414,13 @@ export class Router {
       isName = false;
       if (ip === undefined) ip = this.#addr;
     }
+    // A flow that arrived as an address may be known by a name (DNS answers, sniffing).
+    const domain = ctx.domain ?? (isName ? host : undefined);
     // Mark the rules whose domain or IP matchers match, then check candidates.
     const found = this.#found;
-    const count = isName && this.#domains.size > 0 ? this.#domains.collect(host, found) : 0;
+    const count = domain !== undefined && this.#domains.size > 0
+      ? this.#domains.collect(domain, found)
+      : 0;
     for (let i = 0; i < count; i++) {
       const list = found[i];
       for (let j = 0; j < list.length; j++) this.#domainMark[list[j]] = epoch;

@@ -431,3 +431,25 @@ Deno.test("router: explainRoute describes the decision and counts no hit", () =>
   assertEquals(Array.from(never.hits), [0, 0]);
   assertEquals(never.defaultHits + onDemand.defaultHits, 0);
 });
+
+Deno.test("router: a flow to an address known by a name (TUN) matches domain rules by that name", () => {
+  const r = new Router({
+    rules: [
+      rule("exclude.domains", { domainSuffix: ["example.org"] }, "direct"),
+      rule("lan", { ip: cidrs("10.0.0.0/8") }, "block"),
+    ],
+    defaultOutbound: "ostp",
+  });
+  const ip = parseIp("198.51.100.7")!;
+  assertEquals(pick(r, flow("198.51.100.7", 443, { inbound: "tun", ip })), ["default", "ostp"]);
+  assertEquals(
+    pick(r, flow("198.51.100.7", 443, { inbound: "tun", ip, domain: "cdn.example.org" })),
+    ["exclude.domains", "direct"],
+  );
+  // The address still counts for IP rules when the name matches nothing.
+  const lan = parseIp("10.1.2.3")!;
+  assertEquals(
+    pick(r, flow("10.1.2.3", 80, { inbound: "tun", ip: lan, domain: "printer.local" })),
+    ["lan", "block"],
+  );
+});
