@@ -22,6 +22,7 @@ const SO_RCVBUF = 8;
 const SO_SNDBUFFORCE = 32;
 const SO_RCVBUFFORCE = 33;
 const SO_RCVTIMEO = 20;
+const SO_MARK = 36;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const MSG_DONTWAIT = 0x40;
@@ -172,6 +173,13 @@ export class LinuxUdpSocket implements DatagramSocket {
         iv.setInt32(0, size, true);
         if (s.setsockopt(fd, SOL_SOCKET, force, int, 4) < 0) {
           s.setsockopt(fd, SOL_SOCKET, plain, int, 4);
+        }
+      }
+      if (opts.mark) {
+        // TUN mode: the client's own packets carry its mark and bypass the TUN.
+        iv.setUint32(0, opts.mark >>> 0, true);
+        if (s.setsockopt(fd, SOL_SOCKET, SO_MARK, int, 4) < 0) {
+          throw new Error(`setsockopt SO_MARK: errno ${errno()} (needs CAP_NET_ADMIN)`);
         }
       }
       const tv = new Uint8Array(16);

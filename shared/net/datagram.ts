@@ -7,6 +7,8 @@
  * @module
  */
 
+import { bypass } from "./bypass.ts";
+
 /** A bound UDP socket that receives and sends datagrams in batches. */
 export interface DatagramSocket {
   /** The bound local address. */
@@ -35,6 +37,11 @@ export interface UdpOptions {
   sendBuffer?: number;
   /** Force an implementation; default: `OSTP_UDP` env, else FFI on Linux, else Deno. */
   impl?: "deno" | "ffi";
+  /**
+   * Firewall mark (`SO_MARK`) of the socket's packets; default: the TUN
+   * mode's bypass mark (`bypass.ts`) when one is set. FFI only.
+   */
+  mark?: number;
 }
 
 /** Deno's UDP API: portable, one promise per datagram. */
@@ -102,6 +109,8 @@ function ffiGranted(): boolean {
 
 /** Opens a UDP socket with the best available implementation (never prompts for permission). */
 export function openUdp(hostname: string, port: number, opts: UdpOptions = {}): DatagramSocket {
+  const mark = opts.mark ?? bypass()?.mark;
+  if (mark) opts = { ...opts, mark };
   let impl = opts.impl;
   if (!impl) {
     try {
@@ -115,9 +124,10 @@ export function openUdp(hostname: string, port: number, opts: UdpOptions = {}): 
     try {
       return ffiFactory(hostname, port, opts);
     } catch (e) {
-      if (impl === "ffi") throw e;
+      if (impl === "ffi" || opts.mark) throw e;
       // FFI unavailable (no permission, not Linux): fall back.
     }
   }
+  if (opts.mark) throw new Error("marking UDP sockets (TUN mode) needs the Linux FFI UDP socket");
   return new DenoUdpSocket(hostname, port);
 }

@@ -4,7 +4,10 @@
  * @module
  */
 
+import { lookup } from "node:dns/promises";
 import { type Dialer, DialError, type DialFailure, type Duplex } from "../duplex.ts";
+import { bypass } from "./bypass.ts";
+import { parseIp } from "./cidr.ts";
 
 /** Options for {@link createDirectDialer}. */
 export interface DirectDialerOptions {
@@ -104,6 +107,19 @@ export function createDirectDialer(opts: DirectDialerOptions = {}): Dialer {
     }
     const used = ctl ? ctl.signal : timeout;
     try {
+      const b = bypass();
+      if (b) {
+        // TUN mode: the socket must carry the client's mark (bypass.ts), which only
+        // the libc dialer can set; it connects to an address, so resolve first.
+        const host = parseIp(target.host) ? target.host : (await lookup(target.host).catch((e) => {
+          throw new DialError("dns", `${target.host}: ${e instanceof Error ? e.message : e}`);
+        })).address;
+        return await b.dial(host, target.port, {
+          mark: b.mark,
+          timeoutMs: opts.connectTimeoutMs ?? 10_000,
+          signal: used,
+        });
+      }
       // Deno.connect rejects with the signal's reason once it is aborted.
       const conn = await Deno.connect({ hostname: target.host, port: target.port, signal: used });
       if (noDelay) {
