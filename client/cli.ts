@@ -81,6 +81,7 @@ export type ClientCliResult =
   | { kind: "check"; text: string; config: ClientConfig }
   | { kind: "status"; text: string; answer: Record<string, unknown> }
   | { kind: "route"; text: string; outbound: string; rule: string }
+  | { kind: "down"; text: string; stateDir: string }
   | { kind: "help" | "version" | "error" | "failure"; text: string };
 
 /** Subcommand names `ostp-client` recognises as its first argument. */
@@ -97,6 +98,7 @@ Commands:
                                        print the running client's counters (control socket)
   route <host:port> [--process NAME] [--udp] [-c <config>] [--inbound NAME]
                                        print which rule and outbound a flow would take
+  down [--state-dir DIR]               undo the routes, rules and DNS a crashed --tun run left
 Run "${CLIENT} <command> --help" for a command's options.
 
 Keep secrets out of "ps": set ${ENV_LINK}, ${ENV_KEY} or ${ENV_PASSWORD}, or use --link-file,
@@ -120,6 +122,11 @@ interface ClientOptions {
   logLevel?: string;
   logFormat?: string;
   control?: string | false;
+  tun?: boolean;
+  tunName?: string;
+  autoRoute?: boolean;
+  stateDir?: string;
+  dryRun?: boolean;
 }
 
 function buildProgram(output: { out: string; err: string }): Command {
@@ -153,7 +160,12 @@ function buildProgram(output: { out: string; err: string }): Command {
       "--control <path>",
       "control socket for `status`, `reload` and `hop` (default: see README)",
     )
-    .option("--no-control", "run without a control socket");
+    .option("--no-control", "run without a control socket")
+    .option("--tun", "capture all traffic of the machine through a TUN device (root)")
+    .option("--tun-name <name>", "name of the TUN device (default ostp0)")
+    .option("--no-auto-route", "with --tun: do not route traffic into the TUN (only the device)")
+    .option("--state-dir <dir>", "where the host-change journal lives (default /var/lib/ostp)")
+    .option("--dry-run", "with --tun: print every host change it would make, change nothing");
 }
 
 function errorResult(e: ConfigError | LinkError): { kind: "error"; text: string } {
@@ -178,6 +190,7 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
   if (argv[0] === "init") return await initConfig(CLIENT, argv.slice(1));
   if (argv[0] === "check") return await checkCommand(argv.slice(1), ctx);
   if (argv[0] === "route") return await routeCommand(argv.slice(1));
+  if (argv[0] === "down") return await downCommand(argv.slice(1));
   if (argv[0] === "status") {
     const kit: StatusCliKit = {
       program: CLIENT,
@@ -321,6 +334,20 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
     keyGiven = true;
   }
   if (o.listen !== undefined) flag("listen", "--listen", o.listen);
+  const tunFlags = o.tunName !== undefined || o.stateDir !== undefined ||
+    program.getOptionValueSource("autoRoute") === "cli";
+  if (o.tun || (tunFlags && merged.tun !== undefined && merged.tun !== false)) {
+    const t = isPlainObject(merged.tun) ? { ...merged.tun } : {};
+    if (o.tunName !== undefined) t.name = o.tunName;
+    if (o.stateDir !== undefined) t.stateDir = o.stateDir;
+    if (program.getOptionValueSource("autoRoute") === "cli") t.autoRoute = o.autoRoute;
+    flag("tun", "--tun", t);
+  } else if (tunFlags) {
+    issues.push({
+      path: "--tun",
+      message: "--tun-name, --state-dir and --no-auto-route need --tun",
+    });
+  }
   if (o.control !== undefined) flag("control", "--control", o.control);
   if (o.mux !== undefined) {
     if (/^\d+$/.test(o.mux.trim())) flag("mux", "--mux", Number(o.mux.trim()));
@@ -414,6 +441,18 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
   const warning = commandLineWarning(typed);
   if (warning) ctx.warn(warning);
 
+  if (o.dryRun) {
+    if (!config.tun) {
+      return errorResult(new ConfigError([{ path: "--dry-run", message: "needs --tun" }]));
+    }
+    const { tunDryRun } = await import("./tun/tun_mode.ts");
+    const servers = [config.server.host];
+    const lines = tunDryRun(config.tun, { servers, excludeCidrs: [] });
+    return {
+      kind: "help",
+      text: ["dry run: these changes would be made, none was:", ...lines].join("\n"),
+    };
+  }
   const result: ClientCliResult = { kind: "run", config };
   if (o.config !== undefined) result.configPath = o.config;
   const name = (link ?? envLink)?.name;
@@ -539,4 +578,19 @@ export async function routeCommand(
     outbound: decision.outbound,
     rule: router.label(decision.rule),
   };
+}
+
+/**
+ * `down [--state-dir DIR]`: undoes the host changes (routes, rules, DNS) that
+ * a TUN run which did not exit cleanly left behind (its journal).
+ */
+async function downCommand(argv: string[]): Promise<ClientCliResult> {
+  const output = { out: "", err: "" };
+  const cmd = baseCommand(`${CLIENT} down`, output)
+    .description("Undo the host changes a crashed TUN run left behind (routes, rules, DNS).")
+    .option("--state-dir <dir>", "where the journal lives (default /var/lib/ostp)");
+  const early = await runCommander(cmd, argv, output);
+  if (early) return early;
+  const o = cmd.opts<{ stateDir?: string }>();
+  return { kind: "down", text: "", stateDir: o.stateDir ?? "/var/lib/ostp" };
 }

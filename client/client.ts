@@ -12,6 +12,10 @@ import { Emitter, type TrafficStats, trafficStats } from "../shared/events.ts";
 import { getLog } from "../shared/log.ts";
 import { isExpectedDisconnect } from "../shared/pipe.ts";
 import { ProxyServer } from "./inbound/proxy_server.ts";
+import { lookup } from "node:dns/promises";
+import { formatPrefix, parseIp } from "../shared/net/cidr.ts";
+import { setBypass } from "../shared/net/bypass.ts";
+import { TunMode } from "./tun/tun_mode.ts";
 import { buildOutbounds, type OutboundDeps } from "./outbound/from_config.ts";
 import { OstpPool, type RunnerState } from "./outbound/ostp.ts";
 import type { RoutingConfig } from "./router/config.ts";
@@ -93,6 +97,8 @@ export class OstpClient {
   /** The router: the outbound the inbounds hand every flow to. */
   readonly router: RouterOutbound;
   private proxy: ProxyServer | null = null;
+  /** TUN mode, when the config has a `tun` block (after {@link start}). */
+  private tun: TunMode | null = null;
   /** The routing config in force (changes on {@link reload}). */
   private routing: RoutingConfig;
   /** The process lookup: undefined until rules first need it, null where there is none. */
@@ -267,8 +273,31 @@ export class OstpClient {
     log.info("proxy (SOCKS5 + HTTP) listening on {address}", {
       address: formatHostPort({ host: this.proxy.addr.hostname, port: this.proxy.addr.port }),
     });
+    if (this.config.tun) await this.startTun(this.config.tun);
     const interval = this.options.statsIntervalMs ?? 5000;
     this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
+  }
+
+  /** Brings TUN mode up: marks the client's own sockets, then the device, inbound and routes. */
+  private async startTun(tun: NonNullable<ClientConfig["tun"]>): Promise<void> {
+    const { dialMarked } = await import("../ffi/tcp_linux.ts");
+    // Every socket the client opens from now on bypasses the TUN (the policy rules skip the
+    // mark); the pool's current socket predates this, and the server's addresses keep the
+    // main table anyway.
+    setBypass({ mark: tun.mark, dial: dialMarked });
+    const host = this.config.server.host;
+    const servers = parseIp(host)
+      ? [host]
+      : (await lookup(host, { all: true })).map((a) => a.address);
+    const excludeCidrs = this.config.routing.rules
+      .filter((r) => r.label === "exclude.ips")
+      .flatMap((r) => (r.match.ip ?? []).map(formatPrefix));
+    // Flows to an address no DNS answer named are sniffed only when a domain rule could care.
+    const sniffWhen = () =>
+      this.routing.rules.some((r) =>
+        r.match.domain !== undefined || r.match.domainSuffix !== undefined
+      );
+    this.tun = await TunMode.start(tun, { router: this.router, servers, excludeCidrs, sniffWhen });
   }
 
   /** Current counters: traffic summed over sessions, then the router's. */
@@ -291,6 +320,10 @@ export class OstpClient {
   /** Stops the proxy, closes the outbounds and the sessions. */
   async stop(): Promise<void> {
     clearInterval(this.statsTimer);
+    // Host changes are undone first: the machine must not be left routing into a dead TUN.
+    await this.tun?.stop();
+    this.tun = null;
+    setBypass(null);
     await this.proxy?.close();
     await this.router.close();
     await this.pool.stop();

@@ -20,6 +20,7 @@ const log = getLog("client");
 /** Runs the client CLI; resolves with the process exit code. */
 export async function main(argv: string[]): Promise<number> {
   const parsed = await parseClientArgs(argv);
+  if (parsed.kind === "down") return await down(parsed.stateDir);
   if (parsed.kind !== "run") {
     // error: usage or validation (exit 2); failure: runtime, e.g. a file not written (exit 1).
     const failed = parsed.kind === "error" || parsed.kind === "failure";
@@ -112,6 +113,27 @@ export async function main(argv: string[]): Promise<number> {
   Deno.removeSignalListener("SIGINT", stop);
   if (Deno.build.os !== "windows") Deno.removeSignalListener("SIGTERM", stop);
   return 0;
+}
+
+/** `ostp-client down`: undoes a crashed TUN run's host changes; exit 1 if some could not be. */
+async function down(stateDir: string): Promise<number> {
+  const { undoLeftovers } = await import("./tun/tun_mode.ts");
+  let failed = 0;
+  try {
+    const done = await undoLeftovers(stateDir);
+    if (done.length === 0) console.log("nothing to undo");
+    for (const { path, report } of done) {
+      console.log(`${path}: undid ${report.undone.length} change(s)`);
+      for (const f of report.failed) {
+        failed++;
+        console.error(`  could not undo ${f.what}: ${f.error}`);
+      }
+    }
+  } catch (e) {
+    console.error(`ostp-client down: ${(e as Error).message}`);
+    return 1;
+  }
+  return failed > 0 ? 1 : 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

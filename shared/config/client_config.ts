@@ -28,6 +28,7 @@ import {
 } from "./secrets.ts";
 import { readControlSetting } from "./control.ts";
 import { readRoutingConfig, ROUTING_FIELDS } from "../../client/router/config.ts";
+import { readTunConfig } from "./tun_config.ts";
 
 export type { ClientConfig } from "./types.ts";
 
@@ -61,11 +62,12 @@ export const CLIENT_FIELDS = [
   "reconnect",
   "log",
   "control",
+  "tun",
   ...ROUTING_FIELDS,
 ] as const;
 
 /** Names of the client's inbounds, which `rules[].inbound` may name. */
-export const CLIENT_INBOUNDS = ["proxy"] as const;
+export const CLIENT_INBOUNDS = ["proxy", "tun"] as const;
 
 /** Smallest and largest MTU either side accepts. */
 export const MTU_RANGE = { min: 576, max: 65000 } as const;
@@ -193,8 +195,10 @@ export function parseClientConfig(
   };
   const control = readControlSetting(r);
   const routing = readRoutingConfig(r, { inbounds: CLIENT_INBOUNDS });
+  const tun = readTunConfig(r);
   if (issues.length > 0 || !server || !key) throw new ConfigError(issues, source);
   const out: ClientConfig = { ...cfg, server, key, routing };
+  if (tun) out.tun = tun;
   if (auth) out.auth = auth;
   if (control !== undefined) out.control = control;
   return out;

@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { TunConfig } from "./tun_config.ts";
 import { parseAccessKey } from "../crypto/keys.ts";
 import type { EgressConfig } from "./egress.ts";
 import type { RoutingConfig } from "../../client/router/config.ts";
@@ -158,6 +159,8 @@ export interface ClientConfig {
    * validated and compiled (`client/router/config.ts`, docs/routing.md).
    */
   routing: RoutingConfig;
+  /** System-wide capture through a TUN device (`shared/config/tun_config.ts`); absent: off. */
+  tun?: TunConfig;
 }
 
 /** One problem found in a configuration. */

@@ -58,7 +58,8 @@ export class Testbed {
   readonly server: string;
   readonly target: string;
   private emulator: Daemon | null = null;
-  private readonly tunC: string;
+  /** The client namespace's side of the client ⇄ server link (its "physical" interface). */
+  readonly tunC: string;
   private readonly tunS: string;
   /** Emulator counters after {@link close}. */
   counters: unknown = null;

@@ -120,7 +120,7 @@ Deno.test("route: without a config every flow takes ostp; usage errors exit 2", 
       [["example.com"], "port missing"],
       [["example.com:0"], "port 0"],
       [["::1:53"], "brackets"],
-      [["example.com:80", "--inbound", "tun"], "--inbound: no inbound has this name"],
+      [["example.com:80", "--inbound", "tap"], "--inbound: no inbound has this name"],
       [["example.com:80", "--process", "/usr/bin/curl"], "--process"],
       [[], "missing required argument"],
     ] as const

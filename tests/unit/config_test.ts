@@ -605,7 +605,7 @@ Deno.test("client config: routing errors name the field; the proxy password neve
       server: "vpn.example.net:8443",
       key: KEY_HEX,
       exclude: { domains: ["*.x.com"], hosts: [] },
-      rules: [{ inbound: "tun", outbound: "direct" }, { port: 1, outbound: "nowhere" }],
+      rules: [{ inbound: "tap", outbound: "direct" }, { port: 1, outbound: "nowhere" }],
       outbounds: [{ name: "p", type: "http", url: "ftp://u:sekrit@h:1" }],
     })
   );

@@ -1,0 +1,203 @@
+/**
+ * TUN mode, composed: the host journal (a crashed run's leftovers undone
+ * first), the TUN device with its addresses, the DNS relay and the TUN
+ * inbound on the client's router, then — journaled — the policy routing of
+ * `tun.autoRoute` and the resolver pointed at the TUN. {@link TunMode.stop}
+ * undoes the host changes in reverse order before the device goes; after a
+ * crash, the next start or `ostp-client down` ({@link undoLeftovers}) does.
+ * @module
+ */
+
+import {
+  describe,
+  type HostChange,
+  HostJournal,
+  type UndoReport,
+} from "../../shared/host/journal.ts";
+import type { TunConfig } from "../../shared/config/tun_config.ts";
+import type { Target } from "../../shared/duplex.ts";
+import { getLog } from "../../shared/log.ts";
+import { parseIp } from "../../shared/net/cidr.ts";
+import { LinuxTun } from "../../ffi/tun_linux.ts";
+import { TunInbound } from "../inbound/tun.ts";
+import { DnsRelay } from "../dns/dns_relay.ts";
+import { NameMap } from "../dns/name_map.ts";
+import type { FlowContext, Outbound } from "../outbound/outbound.ts";
+import { autoRouteChanges } from "./auto_route.ts";
+import { dnsChanges, resolverKind } from "./dns_config.ts";
+
+const log = getLog("client.tun");
+
+/** The journal file of a TUN named `name` under `stateDir`. */
+export function journalPath(stateDir: string, name: string): string {
+  return `${stateDir.replace(/\/+$/, "")}/journal/tun-${name}.jsonl`;
+}
+
+/** What TUN mode needs beside its config. */
+export interface TunModeDeps {
+  /** Where flows go: the client's router. */
+  router: Outbound;
+  /** The server's addresses (IP literals), kept out of the TUN. */
+  servers: string[];
+  /** CIDRs the routing excludes (`exclude.cidrs`): routed by the kernel, outside the TUN. */
+  excludeCidrs: string[];
+  /** Whether a flow with no known name is sniffed for one (domain rules exist). */
+  sniffWhen?: (ctx: FlowContext) => boolean;
+}
+
+/** The journaled host changes of `cfg`, in order (auto-route, then DNS). */
+export function tunHostChanges(
+  cfg: TunConfig,
+  deps: Pick<TunModeDeps, "servers" | "excludeCidrs">,
+): HostChange[] {
+  const out: HostChange[] = [];
+  if (cfg.autoRoute) {
+    out.push(...autoRouteChanges({
+      tun: cfg.name,
+      table: cfg.table,
+      mark: cfg.mark,
+      priority: cfg.priority,
+      ipv6: cfg.addresses.some((a) => a.address.includes(":")),
+      exclude: deps.excludeCidrs,
+      servers: deps.servers,
+    }));
+  }
+  if (cfg.dns.configure && cfg.dns.addresses.length > 0) {
+    out.push(...dnsChanges(cfg.name, cfg.dns.addresses[0], resolverKind()));
+  }
+  return out;
+}
+
+/** What `--dry-run` prints for TUN mode: the device, then every host change. */
+export function tunDryRun(
+  cfg: TunConfig,
+  deps: Pick<TunModeDeps, "servers" | "excludeCidrs">,
+): string[] {
+  return [
+    `tun device ${cfg.name}: mtu ${cfg.mtu}, ${
+      cfg.addresses.map((a) => `${a.address}/${a.prefix}`).join(", ")
+    } (netlink)`,
+    ...tunHostChanges(cfg, deps).map(describe),
+  ];
+}
+
+/** IPv4 as 4 bytes, IPv6 as 16 (what the stack and the inbound compare). */
+function addressBytes(text: string): Uint8Array | null {
+  const ip = parseIp(text);
+  if (!ip) return null;
+  let mapped = ip[10] === 0xff && ip[11] === 0xff;
+  for (let i = 0; i < 10 && mapped; i++) if (ip[i] !== 0) mapped = false;
+  return mapped ? ip.slice(12, 16) : ip;
+}
+
+/** A running TUN mode. */
+export class TunMode {
+  private constructor(
+    /** The device. */
+    readonly device: LinuxTun,
+    /** The inbound (statistics). */
+    readonly inbound: TunInbound,
+    private readonly relay: DnsRelay,
+    private readonly journal: HostJournal,
+    private readonly running: Promise<void>,
+  ) {}
+
+  /**
+   * Brings TUN mode up. Needs root or CAP_NET_ADMIN (the device, the routes)
+   * and, for auto-route and DNS, the `ip` and `resolvectl` commands.
+   * @throws with a message naming what failed; whatever was changed is undone first.
+   */
+  static async start(cfg: TunConfig, deps: TunModeDeps): Promise<TunMode> {
+    if (Deno.build.os !== "linux") {
+      throw new Error(`tun: not available on ${Deno.build.os} yet (Linux only)`);
+    }
+    const { journal, recovered } = await HostJournal.open(journalPath(cfg.stateDir, cfg.name), {
+      owner: `ostp-client tun ${cfg.name}`,
+    });
+    if (recovered) reportRecovered(recovered);
+    let device: LinuxTun | null = null;
+    let inbound: TunInbound | null = null;
+    let relay: DnsRelay | null = null;
+    try {
+      device = LinuxTun.open({
+        name: cfg.name,
+        mtu: cfg.mtu,
+        addresses: cfg.addresses,
+        offload: cfg.offload,
+      });
+      const names = new NameMap();
+      relay = new DnsRelay({
+        upstream: cfg.dns.upstream as Target,
+        outbound: deps.router,
+        names,
+      });
+      const dnsAddresses = cfg.dns.addresses.map(addressBytes).filter((a): a is Uint8Array => !!a);
+      inbound = new TunInbound({
+        device,
+        outbound: deps.router,
+        names,
+        dns: relay,
+        dnsAddresses,
+        hijackDns: cfg.dns.hijack,
+        sniffWhen: deps.sniffWhen,
+      });
+      const running = inbound.run();
+      // The routes go in once the inbound answers, so no captured packet waits for nobody.
+      for (const c of tunHostChanges(cfg, deps)) await journal.apply(c);
+      log.info("tun {name} up: {addresses}, mtu {mtu}{route}", {
+        name: cfg.name,
+        addresses: cfg.addresses.map((a) => `${a.address}/${a.prefix}`).join(", "),
+        mtu: cfg.mtu,
+        route: cfg.autoRoute ? ", all traffic routed into it" : "",
+      });
+      return new TunMode(device, inbound, relay, journal, running);
+    } catch (e) {
+      const report = await journal.undoAll();
+      for (const f of report.failed) log.warn("undo {what}: {error}", f);
+      inbound?.close();
+      relay?.close();
+      device?.close();
+      throw e;
+    }
+  }
+
+  /** Undoes the host changes (reverse order), then stops the inbound and closes the device. */
+  async stop(): Promise<void> {
+    const report = await this.journal.undoAll();
+    for (const f of report.failed) log.warn("undo {what}: {error}", f);
+    this.inbound.close();
+    this.relay.close();
+    this.device.close();
+    await this.running;
+  }
+}
+
+function reportRecovered(r: UndoReport): void {
+  log.warn("undid {n} host change(s) a previous run left behind", { n: r.undone.length });
+  for (const f of r.failed) log.warn("could not undo {what}: {error}", f);
+}
+
+/**
+ * `ostp-client down`: undoes what crashed TUN runs left under `stateDir`
+ * (every journal there whose owner is gone). Returns one report per journal.
+ */
+export async function undoLeftovers(
+  stateDir: string,
+): Promise<{ path: string; report: UndoReport }[]> {
+  const dir = `${stateDir.replace(/\/+$/, "")}/journal`;
+  const out: { path: string; report: UndoReport }[] = [];
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return out;
+    throw e;
+  }
+  for (const e of entries) {
+    if (!e.isFile || !e.name.endsWith(".jsonl")) continue;
+    const path = `${dir}/${e.name}`;
+    const report = await HostJournal.recover(path);
+    if (report) out.push({ path, report });
+  }
+  return out;
+}
