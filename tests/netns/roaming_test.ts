@@ -86,14 +86,16 @@ Deno.test({
     try {
       await bed.client.waitFor(/session 2 connected/);
       await bed.client.waitFor(/session 1 connected/);
-      const size = 6 * MiB;
+      // Larger than a stream's receive window (8 MiB): the server cannot hand a whole flow to the
+      // client's buffers at once, so every flow is still in flight at the server when we look.
+      const size = 16 * MiB;
       const flows = Array.from({ length: 9 }, (_, i) =>
         tb.exec(tb.client, "curl", [
           "-sS",
           "-m",
           "60",
           "--limit-rate",
-          "1M",
+          "2M",
           "--socks5-hostname",
           `127.0.0.1:${bed.proxyPort}`,
           "-o",
