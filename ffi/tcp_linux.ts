@@ -16,7 +16,7 @@
  */
 
 import { DialError, type Duplex } from "../shared/duplex.ts";
-import { parseIp } from "../shared/net/cidr.ts";
+import { isMapped, parseIp } from "../shared/net/cidr.ts";
 import { errno, libc } from "./libc.ts";
 
 const AF_INET = 2;
@@ -59,9 +59,7 @@ function dialError(code: number, what: string): DialError {
 }
 
 function sockaddr(ip: Uint8Array, port: number): { name: Uint8Array<ArrayBuffer>; v6: boolean } {
-  let mapped = ip[10] === 0xff && ip[11] === 0xff;
-  for (let i = 0; i < 10 && mapped; i++) if (ip[i] !== 0) mapped = false;
-  if (mapped) {
+  if (isMapped(ip)) {
     const name = new Uint8Array(16);
     const v = new DataView(name.buffer);
     v.setUint16(0, AF_INET, true);

@@ -8,6 +8,8 @@
  * @module
  */
 
+import { isMapped } from "../../shared/net/cidr.ts";
+
 /** Shortest time an address keeps its name, ms. */
 export const MIN_KEEP_MS = 10 * 60_000;
 /** Longest, ms (a TTL of a week is not a promise the address stays that name's). */
@@ -62,9 +64,7 @@ export class NameMap {
 function keyOf(a: Uint8Array): string | null {
   if (a.length === 4) return `${a[0]}.${a[1]}.${a[2]}.${a[3]}`;
   if (a.length !== 16) return null;
-  let mapped = a[10] === 0xff && a[11] === 0xff;
-  for (let i = 0; i < 10 && mapped; i++) if (a[i] !== 0) mapped = false;
-  if (mapped) return `${a[12]}.${a[13]}.${a[14]}.${a[15]}`;
+  if (isMapped(a)) return `${a[12]}.${a[13]}.${a[14]}.${a[15]}`;
   let s = "";
   for (let i = 0; i < 16; i++) s += a[i].toString(16).padStart(2, "0");
   return s;

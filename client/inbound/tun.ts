@@ -25,7 +25,7 @@
 
 import { DialError, type Duplex, type Target } from "../../shared/duplex.ts";
 import { getLog } from "../../shared/log.ts";
-import { formatIp, parseIp } from "../../shared/net/cidr.ts";
+import { formatIp, ipBytes } from "../../shared/net/cidr.ts";
 import {
   ReadResult,
   Stack,
@@ -121,14 +121,10 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
-/** Bytes of an address the stack can use as a UDP source (4 for IPv4, 16 for IPv6). */
+/** Bytes of an address the stack can use as a UDP source of `family` (4 or 6), or null. */
 function addressBytes(host: string, family: number): Uint8Array | null {
-  const ip = parseIp(host);
-  if (!ip) return null;
-  let mapped = ip[10] === 0xff && ip[11] === 0xff;
-  for (let i = 0; i < 10 && mapped; i++) if (ip[i] !== 0) mapped = false;
-  if (family === 4) return mapped ? ip.slice(12, 16) : null;
-  return mapped ? null : ip;
+  const ip = ipBytes(host);
+  return ip !== null && ip.length === (family === 4 ? 4 : 16) ? ip : null;
 }
 
 /** The TUN inbound (see the module doc). */

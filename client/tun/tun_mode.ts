@@ -17,7 +17,7 @@ import {
 import type { TunConfig } from "../../shared/config/tun_config.ts";
 import type { Target } from "../../shared/duplex.ts";
 import { getLog } from "../../shared/log.ts";
-import { parseIp } from "../../shared/net/cidr.ts";
+import { ipBytes } from "../../shared/net/cidr.ts";
 import { LinuxTun } from "../../ffi/tun_linux.ts";
 import { TunInbound } from "../inbound/tun.ts";
 import { DnsRelay } from "../dns/dns_relay.ts";
@@ -81,15 +81,6 @@ export function tunDryRun(
   ];
 }
 
-/** IPv4 as 4 bytes, IPv6 as 16 (what the stack and the inbound compare). */
-function addressBytes(text: string): Uint8Array | null {
-  const ip = parseIp(text);
-  if (!ip) return null;
-  let mapped = ip[10] === 0xff && ip[11] === 0xff;
-  for (let i = 0; i < 10 && mapped; i++) if (ip[i] !== 0) mapped = false;
-  return mapped ? ip.slice(12, 16) : ip;
-}
-
 /** A running TUN mode. */
 export class TunMode {
   private constructor(
@@ -131,7 +122,7 @@ export class TunMode {
         outbound: deps.router,
         names,
       });
-      const dnsAddresses = cfg.dns.addresses.map(addressBytes).filter((a): a is Uint8Array => !!a);
+      const dnsAddresses = cfg.dns.addresses.map(ipBytes).filter((a): a is Uint8Array => !!a);
       inbound = new TunInbound({
         device,
         outbound: deps.router,

@@ -173,6 +173,13 @@ export function parseIp(text: string): Uint8Array | null {
   return parseIpInto(text, out) === 0 ? null : out;
 }
 
+/** An address as the packet layer holds it: 4 bytes for IPv4, 16 for IPv6; null if not one. */
+export function ipBytes(text: string): Uint8Array | null {
+  const ip = parseIp(text);
+  if (!ip) return null;
+  return isMapped(ip) ? ip.slice(12, 16) : ip;
+}
+
 /** Formats 16 bytes: IPv4-mapped addresses as dotted IPv4, others per RFC 5952. */
 export function formatIp(addr: Uint8Array): string {
   if (addr.length !== 16) throw new RangeError("address must be 16 bytes");

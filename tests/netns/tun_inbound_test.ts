@@ -11,6 +11,7 @@ import { assert, assertEquals } from "../support/assert.ts";
 import { payload, sha256Hex, startOrigin } from "../support/daemons.ts";
 import { canUseNetns, run } from "../support/netns.ts";
 import { which } from "../support/sh.ts";
+import { startDnsmasq } from "../support/dnsmasq.ts";
 import { LinuxTun } from "../../ffi/tun_linux.ts";
 import { TunInbound } from "../../client/inbound/tun.ts";
 import { NameMap } from "../../client/dns/name_map.ts";
@@ -74,24 +75,8 @@ Deno.test({
     const ns = `ostpti-${id}`;
     const etc = `/etc/netns/${ns}`;
     const origin = startOrigin();
-    const probe = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-    const dnsPort = (probe.addr as Deno.NetAddr).port;
-    probe.close();
-    const dnsmasq = new Deno.Command("dnsmasq", {
-      args: [
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        `--port=${dnsPort}`,
-        "--user=root",
-        "--pid-file=",
-        "--host-record=origin.test,10.99.7.7",
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    const dnsmasq = startDnsmasq({ records: ["--host-record=origin.test,10.99.7.7"] });
+    const dnsPort = dnsmasq.port;
     let dev: LinuxTun | null = null;
     let inbound: TunInbound | null = null;
     const outbound = new TestOutbound(origin.port, dnsPort);
@@ -213,8 +198,7 @@ Deno.test({
       dev?.close();
       relay.close();
       outbound.close();
-      dnsmasq.kill("SIGTERM");
-      await dnsmasq.status;
+      await dnsmasq.stop();
       await origin.close();
       await run("ip", "netns", "del", ns).catch(() => {});
       await Deno.remove(etc, { recursive: true }).catch(() => {});

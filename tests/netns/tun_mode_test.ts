@@ -14,6 +14,7 @@ import { payload, sha256Hex } from "../support/daemons.ts";
 import { ADDR, canUseNetns, run, Testbed } from "../support/netns.ts";
 import { startTunnel } from "../support/tunnel_bed.ts";
 import { which } from "../support/sh.ts";
+import { type Dnsmasq, startDnsmasq } from "../support/dnsmasq.ts";
 
 const enabled = await canUseNetns() && !!(await which("curl")) &&
   !!(await which("dnsmasq")) && !!(await which("tcpdump"));
@@ -59,7 +60,7 @@ Deno.test({
     const etc = `/etc/netns/${tb.client}`;
     const dir = await Deno.makeTempDir({ prefix: "ostp-tunmode-" });
     const cfg = `${dir}/client.json`;
-    let dnsmasq: Deno.ChildProcess | null = null;
+    let dnsmasq: Dnsmasq | null = null;
     try {
       // The client namespace's own resolver file (ip netns exec mounts it over /etc/resolv.conf).
       await Deno.mkdir(etc, { recursive: true });
@@ -71,24 +72,11 @@ Deno.test({
           tun: { stateDir: `${dir}/state`, dns: { upstream: `${ADDR.target}:53` } },
         }),
       );
-      dnsmasq = new Deno.Command("ip", {
-        args: [
-          "netns",
-          "exec",
-          tb.target,
-          "dnsmasq",
-          "--keep-in-foreground",
-          "--no-resolv",
-          "--no-hosts",
-          "--bind-interfaces",
-          `--listen-address=${ADDR.target}`,
-          "--user=root",
-          "--pid-file=",
-          `--host-record=origin.test,${ADDR.target}`,
-        ],
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
+      dnsmasq = startDnsmasq({
+        netns: tb.target,
+        address: ADDR.target,
+        records: [`--host-record=origin.test,${ADDR.target}`],
+      });
       const before = await snapshot(tb, resolv);
       const bed = await startTunnel(tb, { clientArgs: ["-c", cfg, "--tun"] });
       try {
@@ -186,8 +174,7 @@ Deno.test({
         await again.stop();
       }
     } finally {
-      dnsmasq?.kill("SIGTERM");
-      await dnsmasq?.status;
+      await dnsmasq?.stop();
       await tb.close();
       await Deno.remove(etc, { recursive: true }).catch(() => {});
       await Deno.remove(dir, { recursive: true }).catch(() => {});

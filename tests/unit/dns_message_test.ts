@@ -11,6 +11,7 @@ import {
 } from "../../shared/dns/message.ts";
 import { prng } from "../support/simnet.ts";
 import { which } from "../support/sh.ts";
+import { startDnsmasq } from "../support/dnsmasq.ts";
 
 const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
 
@@ -132,25 +133,13 @@ Deno.test({
   ignore: !(await which("dnsmasq")),
   async fn() {
     const sock = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-    const probe = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-    const port = (probe.addr as Deno.NetAddr).port;
-    probe.close();
-    const dnsmasq = new Deno.Command("dnsmasq", {
-      args: [
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        `--port=${port}`,
-        "--user=root",
-        "--pid-file=",
+    const dnsmasq = startDnsmasq({
+      records: [
         "--host-record=example.test,192.0.2.7,2001:db8::7",
         "--cname=www.example.test,example.test",
       ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    });
+    const port = dnsmasq.port;
     try {
       const ask = async (name: string, type: number) => {
         const q = buildQuery(Math.floor(Math.random() * 65535), name, type);
@@ -177,8 +166,7 @@ Deno.test({
       assert(nx.rcode === Rcode.NXDOMAIN || nx.rcode === Rcode.REFUSED, `rcode ${nx.rcode}`);
       assertEquals(addressesOf(nx), null);
     } finally {
-      dnsmasq.kill("SIGTERM");
-      await dnsmasq.status;
+      await dnsmasq.stop();
       sock.close();
     }
   },

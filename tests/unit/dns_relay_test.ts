@@ -11,35 +11,16 @@ import {
   RecordType,
 } from "../../shared/dns/message.ts";
 import { which } from "../support/sh.ts";
-
-function freeUdpPort(): number {
-  const s = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  const p = (s.addr as Deno.NetAddr).port;
-  s.close();
-  return p;
-}
+import { freeUdpPort, startDnsmasq } from "../support/dnsmasq.ts";
 
 Deno.test({
   name: "dns relay: answers from dnsmasq reach each asker with its own id; names remembered",
   ignore: !(await which("dnsmasq")),
   async fn() {
-    const port = freeUdpPort();
-    const dnsmasq = new Deno.Command("dnsmasq", {
-      args: [
-        "--keep-in-foreground",
-        "--no-resolv",
-        "--no-hosts",
-        "--bind-interfaces",
-        "--listen-address=127.0.0.1",
-        `--port=${port}`,
-        "--user=root",
-        "--pid-file=",
-        "--host-record=one.test,192.0.2.1",
-        "--host-record=two.test,192.0.2.2",
-      ],
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
+    const dnsmasq = startDnsmasq({
+      records: ["--host-record=one.test,192.0.2.1", "--host-record=two.test,192.0.2.2"],
+    });
+    const port = dnsmasq.port;
     const outbound = new DirectOutbound();
     const names = new NameMap();
     const relay = new DnsRelay({
@@ -74,8 +55,7 @@ Deno.test({
     } finally {
       relay.close();
       outbound.close?.();
-      dnsmasq.kill("SIGTERM");
-      await dnsmasq.status;
+      await dnsmasq.stop();
     }
   },
 });
