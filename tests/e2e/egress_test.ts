@@ -28,6 +28,7 @@ import { OstpPool } from "../../client/outbound/ostp.ts";
 import { decodeShareLink } from "../../shared/link.ts";
 import { DialError } from "../../shared/duplex.ts";
 import { startUdpEcho } from "../support/socks_udp.ts";
+import { datagramInbox } from "../support/datagram_inbox.ts";
 
 /** curl's exit code when a SOCKS5 proxy refuses the request (CURLE_PROXY, reply 0x02 here). */
 const CURL_PROXY_REFUSED = 97;
@@ -331,6 +332,7 @@ async function associate(proxyPort: number) {
   assertEquals([rep[0], rep[1]], [5, 0], `UDP ASSOCIATE reply ${[...rep]}`);
   const relayPort = (rep[8] << 8) | rep[9];
   const app = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+  const inbox = datagramInbox(app);
   return {
     /** Sends `text` to 127.0.0.1:`port` through the association; the echoed text, or null. */
     async ask(port: number, text: string, waitMs = 1500): Promise<string | null> {
@@ -339,10 +341,7 @@ async function associate(proxyPort: number) {
       d.set([0, 0, 0, 1, 127, 0, 0, 1, port >> 8, port & 0xff]);
       d.set(data, 10);
       await app.send(d, { transport: "udp", hostname: "127.0.0.1", port: relayPort });
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const timeout = new Promise<null>((r) => timer = setTimeout(() => r(null), waitMs));
-      const got = await Promise.race([app.receive().then(([r]) => r), timeout]);
-      clearTimeout(timer);
+      const got = await inbox.next(waitMs);
       return got ? new TextDecoder().decode(got.subarray(10)) : null;
     },
     close() {

@@ -12,6 +12,7 @@ import {
 import { prng } from "../support/simnet.ts";
 import { which } from "../support/sh.ts";
 import { startDnsmasq } from "../support/dnsmasq.ts";
+import { datagramInbox } from "../support/datagram_inbox.ts";
 
 const hex = (b: Uint8Array) => [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
 
@@ -140,15 +141,13 @@ Deno.test({
       ],
     });
     const port = dnsmasq.port;
+    const inbox = datagramInbox(sock);
     try {
       const ask = async (name: string, type: number) => {
         const q = buildQuery(Math.floor(Math.random() * 65535), name, type);
         for (let tries = 0; tries < 50; tries++) {
           await sock.send(q, { transport: "udp", hostname: "127.0.0.1", port });
-          const got = await Promise.race([
-            sock.receive().then(([d]) => d),
-            new Promise<null>((r) => setTimeout(() => r(null), 100)),
-          ]);
+          const got = await inbox.next(100);
           if (got) return got;
         }
         throw new Error("dnsmasq did not answer");
