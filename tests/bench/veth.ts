@@ -46,6 +46,7 @@ import type { Daemon } from "../support/daemons.ts";
 import { payload } from "../support/daemons.ts";
 import { ADDR, canUseNetns, run, type Testbed } from "../support/netns.ts";
 import { which } from "../support/sh.ts";
+import { formatAccessKey, generateAccessKey } from "../../shared/crypto/keys.ts";
 import {
   besideBulk,
   cleanupAll,
@@ -202,8 +203,129 @@ const wireguard: Peer = {
   },
 };
 
-/** Table order: the reference table's columns. */
-const PEERS: Peer[] = [direct, ssLibev, wireguard, kcptun, ostp];
+// ---------------------------------------------------------------------------
+// ostp's own paths beside its SOCKS5 one: the TUN inbound, and redsocks (the
+// kernel's TCP doing the stack's job: nft redirect into the SOCKS5 port).
+
+/** Daemons besides `client`/`server` whose CPU counts on the client side (redsocks). */
+const extraDaemons = new WeakMap<Running, Daemon[]>();
+
+/** `ostp-client <link> --tun` in the client namespace; curl straight at the origin. */
+const ostpTun: Peer = {
+  id: "ostp-tun",
+  label: "ostp TUN",
+  cc: "bbr",
+  daemons: ["ostp client --tun", "ostp server"],
+  async start(tb) {
+    const key = formatAccessKey(generateAccessKey(), "hex");
+    const dir = await Deno.makeTempDir({ prefix: "ostp-bench-tun-" });
+    const origin = await startOrigin(tb);
+    const server = tb.spawnDeno("server", tb.server, "server/main.ts", [
+      "-k",
+      key,
+      "-l",
+      `${ADDR.server}:8443`,
+    ]);
+    let client: Daemon | null = null;
+    const stop = async () => {
+      await client?.stop();
+      await server.stop();
+      await origin.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    };
+    try {
+      const link = (await server.waitFor(/share link: (\S+)/))[1];
+      const cfg = `${dir}/client.json`;
+      await Deno.writeTextFile(cfg, JSON.stringify({ tun: { stateDir: `${dir}/state` } }));
+      client = tb.spawnDeno("client", tb.client, "client/main.ts", [
+        link,
+        "-l",
+        "127.0.0.1:1088",
+        "-c",
+        cfg,
+        "--tun",
+      ]);
+      await client.waitFor(/tun ostp0 up/, 30_000);
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+    return { client, server, curl: (path) => [`http://${ORIGIN}${path}`], stop };
+  },
+};
+
+/** redsocks in the client namespace: TCP to the target subnet redirected into ostp's SOCKS5. */
+const ostpRedsocks: Peer = {
+  id: "ostp-redsocks",
+  label: "ostp via redsocks",
+  cc: "bbr",
+  daemons: ["redsocks + ostp client", "ostp server"],
+  pkg: { name: "redsocks", bins: ["redsocks"] },
+  async start(tb) {
+    const inner = await ostp.start(tb);
+    const dir = await Deno.makeTempDir({ prefix: "ostp-bench-redsocks-" });
+    let redsocks: Daemon | null = null;
+    const stop = async () => {
+      await redsocks?.stop();
+      await inner.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    };
+    try {
+      await Deno.writeTextFile(
+        `${dir}/redsocks.conf`,
+        [
+          "base { log_debug = off; log_info = off; log = stderr; daemon = off; " +
+          "redirector = iptables; }",
+          "redsocks { local_ip = 127.0.0.1; local_port = 12345; ip = 127.0.0.1; port = 1088; " +
+          "type = socks5; }",
+          "",
+        ].join("\n"),
+      );
+      // A route so connect() gets as far as netfilter; nothing forwards beyond the server.
+      await run("ip", "-n", tb.client, "route", "add", "10.202.0.0/24", "via", ADDR.server);
+      const nft = [
+        "add table ip ostpbench",
+        "add chain ip ostpbench out { type nat hook output priority -100; }",
+        "add rule ip ostpbench out ip daddr 10.202.0.0/24 tcp dport 8080 redirect to :12345",
+      ];
+      for (const cmd of nft) await inNs(tb, tb.client, "nft", cmd.split(" "));
+      redsocks = tb.spawn("redsocks", tb.client, "redsocks", ["-c", `${dir}/redsocks.conf`]);
+      await new Promise((r) => setTimeout(r, 300));
+      if (!(await redsocks.alive())) {
+        throw new Error(`redsocks exited: ${redsocks.output.slice(-3).join(" | ")}`);
+      }
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+    const running: Running = {
+      client: inner.client,
+      server: inner.server,
+      curl: (path) => [`http://${ORIGIN}${path}`],
+      stop,
+    };
+    extraDaemons.set(running, [redsocks]);
+    return running;
+  },
+};
+
+/** Table order: the reference table's columns, then ostp's other capture paths. */
+const PEERS: Peer[] = [direct, ssLibev, wireguard, kcptun, ostp, ostpTun, ostpRedsocks];
+
+/** Peers measured only on plain veth (the latency table compares tunnels, not ostp's inbounds). */
+const VETH_ONLY = new Set(["ostp-tun", "ostp-redsocks"]);
+
+/**
+ * ApacheBench arguments (before the URL) for new connections per second per
+ * peer: paths an HTTP client can take (SOCKS5-only peers have none).
+ */
+const AB_ARGS: Record<string, string[]> = {
+  direct: [],
+  "wireguard-go": [],
+  ostp: ["-X", "127.0.0.1:1088"],
+  "ostp-tun": [],
+  "ostp-redsocks": [],
+};
 
 // ---------------------------------------------------------------------------
 // Transfers.
@@ -220,7 +342,53 @@ interface Transfer {
 function cpuBoth(r: Running): number | null {
   const c = cpu(r.client);
   const s = cpu(r.server);
-  return c === null || s === null ? null : c + s;
+  if (c === null || s === null) return null;
+  let extra = 0;
+  for (const d of extraDaemons.get(r) ?? []) extra += cpu(d) ?? 0;
+  return c + s + extra;
+}
+
+/** New connections per second: `ab -n <n> -c <c>`, one 1 KiB GET each, in the client namespace. */
+interface ConnRate {
+  perSecond: number | null;
+  failed: number;
+  /** CPU seconds of the daemons per 1,000 connections. */
+  cpuPer1000: number | null;
+  error?: string;
+}
+
+async function connRate(
+  tb: Testbed,
+  r: Running,
+  args: string[],
+  n: number,
+  c: number,
+): Promise<ConnRate> {
+  const c0 = cpuBoth(r);
+  const out = await tb.exec(tb.client, "ab", [
+    "-q",
+    "-n",
+    String(n),
+    "-c",
+    String(c),
+    "-s",
+    "30",
+    ...args,
+    `http://${ORIGIN}/bytes/1024`,
+  ]);
+  const c1 = cpuBoth(r);
+  const text = dec.decode(out.stdout);
+  const rate = text.match(/Requests per second:\s+([\d.]+)/);
+  const failed = Number(text.match(/Failed requests:\s+(\d+)/)?.[1] ?? 0);
+  const res: ConnRate = {
+    perSecond: rate ? +Number(rate[1]).toFixed(0) : null,
+    failed,
+    cpuPer1000: c0 !== null && c1 !== null ? +(((c1 - c0) * 1000) / n).toFixed(2) : null,
+  };
+  if (out.code !== 0 || !rate) {
+    res.error = `ab exit ${out.code}: ${dec.decode(out.stderr).trim().split("\n").pop()}`;
+  } else if (failed > 0) res.error = `${failed} of ${n} requests failed`;
+  return res;
 }
 
 /** One download of `size` bytes, or one upload of `file` (`size` bytes) to /sink. */
@@ -280,6 +448,8 @@ interface VethRow {
   upMbps: number | null;
   /** MiB per CPU-second of both daemons: downloads, uploads, all measured transfers. */
   mibPerCpuS: { down: number | null; up: number | null; all: number | null };
+  /** New connections per second (ApacheBench), where an HTTP client can use the path. */
+  connRate: ConnRate | null;
   error?: string;
 }
 
@@ -308,6 +478,7 @@ async function vethRow(
     downMbps: null,
     upMbps: null,
     mibPerCpuS: { down: null, up: null, all: null },
+    connRate: null,
   };
   try {
     await withPeer("veth", peer, peer.cc, size, async (tb, running) => {
@@ -317,6 +488,10 @@ async function vethRow(
       }
       for (let i = 0; i < runs && !interrupted(); i++) {
         row.up.push(await transfer(tb, running, "up", size, capS, file));
+      }
+      const ab = AB_ARGS[peer.id];
+      if (ab && !interrupted() && await which("ab")) {
+        row.connRate = await connRate(tb, running, ab, envNum("OSTP_VETH_AB_N", 5000), 50);
       }
     });
   } catch (e) {
@@ -441,6 +616,14 @@ function printTable(r: VethResult, peers: Peer[]): void {
     const x = v(p);
     return x && p.daemons ? num(x.mibPerCpuS.all) : "–";
   });
+  line("new connections/s (ab -c 50, 1 KiB GET)", (p) => {
+    const c = v(p)?.connRate;
+    return c?.perSecond != null ? num(c.perSecond) + (c.error ? "!" : "") : "–";
+  });
+  line("  CPU-s of the daemons per 1,000 connections", (p) => {
+    const c = v(p)?.connRate;
+    return c && p.daemons ? num(c.cpuPer1000, 2) : "–";
+  });
   for (const prof of ["40 ms RTT", "40 ms RTT + 2% loss"]) {
     const l = (p: Peer) => r.latency.find((x) => x.peer === p.id && x.profile === prof);
     if (!r.latency.some((x) => x.profile === prof)) continue;
@@ -560,7 +743,7 @@ export async function runVeth(): Promise<VethResult | null> {
           `download, through the emulator`,
       );
       for (const prof of ["rtt40", "rtt40-loss2"]) {
-        for (const p of usable) {
+        for (const p of usable.filter((x) => !VETH_ONLY.has(x.id))) {
           if (interrupted()) break;
           const t0 = performance.now();
           const l = await loadedLatency(p, prof, lulN, bulkSize);
