@@ -86,16 +86,18 @@ Deno.test({
     try {
       await bed.client.waitFor(/session 2 connected/);
       await bed.client.waitFor(/session 1 connected/);
-      // Larger than a stream's receive window (8 MiB): the server cannot hand a whole flow to the
-      // client's buffers at once, so every flow is still in flight at the server when we look.
-      const size = 16 * MiB;
+      // Larger than everything that can sit between the server and a slow reader when the path
+      // is cut: the stream's receive window (8 MiB) plus both loopback TCP buffers between the
+      // client daemon and curl (autotuned to several MiB each). With 16 MiB a flow could be
+      // wholly at the client before the cut and succeed (seen: 9 of 9 intact).
+      const size = 48 * MiB;
       const flows = Array.from({ length: 9 }, (_, i) =>
         tb.exec(tb.client, "curl", [
           "-sS",
           "-m",
           "60",
           "--limit-rate",
-          "2M",
+          "4M",
           "--socks5-hostname",
           `127.0.0.1:${bed.proxyPort}`,
           "-o",
