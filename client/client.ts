@@ -297,7 +297,13 @@ export class OstpClient {
       this.routing.rules.some((r) =>
         r.match.domain !== undefined || r.match.domainSuffix !== undefined
       );
-    this.tun = await TunMode.start(tun, { router: this.router, servers, excludeCidrs, sniffWhen });
+    this.tun = await TunMode.start(tun, {
+      router: this.router,
+      servers,
+      excludeCidrs,
+      sniffWhen,
+      udpMaxPayload: (family) => this.pool.maxUdpPayload(family),
+    });
   }
 
   /** Current counters: traffic summed over sessions, then the router's. */

@@ -1,6 +1,6 @@
 /**
  * The few libc calls the project needs through Deno FFI (Linux): open, close,
- * ioctl, read, write, and errno. Loaded lazily so nothing opens libc unless a
+ * ioctl, read, write, sockets, capabilities, and errno. Loaded lazily so nothing opens libc unless a
  * feature needs it.
  * @module
  */
@@ -41,6 +41,10 @@ const SYMBOLS = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
+  capget: { parameters: ["buffer", "buffer"], result: "i32" },
+  capset: { parameters: ["buffer", "buffer"], result: "i32" },
+  /** prctl(2) with its four optional arguments fixed (x86-64/aarch64 pass them in registers). */
+  prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   strerror: { parameters: ["i32"], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -65,6 +65,15 @@ export interface TunInboundOptions {
   sniffWhen?: (ctx: FlowContext) => boolean;
   /** Longest wait for the first bytes of a sniffed flow, ms (default 300). */
   sniffTimeoutMs?: number;
+  /**
+   * The largest UDP payload the tunnel carries to an IPv4 (4) or IPv6 (6) address, or null
+   * while unknown (the tunnel pool's `maxUdpPayload`). Looked at before each batch of packets:
+   * a larger datagram from an application gets "fragmentation needed" / "packet too big" from
+   * the stack (so its path MTU discovery adapts) instead of vanishing in the outbound. It
+   * applies whatever the route (the tunnel is the narrowest path). Default: the stack's MTU
+   * bound only.
+   */
+  udpMaxPayload?: (family: 4 | 6) => number | null;
   /** Monotonic ms (injectable for tests). */
   now?: () => number;
 }
@@ -121,6 +130,17 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/**
+ * Aborts an outbound stream: one that can be reset (an OSTP stream) is reset, so the far end
+ * stops at once. A plain `close` after our half-close would keep draining — and discarding —
+ * whatever the target still sends, for as long as it sends. Anything else is closed.
+ */
+function abortDuplex(d: Duplex): void {
+  const reset = (d as { reset?: unknown }).reset;
+  if (typeof reset === "function") reset.call(d);
+  else d.close();
+}
+
 /** Bytes of an address the stack can use as a UDP source of `family` (4 or 6), or null. */
 function addressBytes(host: string, family: number): Uint8Array | null {
   const ip = ipBytes(host);
@@ -170,7 +190,7 @@ export class TunInbound {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.timer);
-    for (const g of this.tcp.values()) this.finishTcp(g);
+    for (const g of this.tcp.values()) this.finishTcp(g, true);
     for (const u of this.udp.values()) u.out?.close();
     this.udp.clear();
   }
@@ -186,6 +206,7 @@ export class TunInbound {
         break;
       }
       if (n === 0) break;
+      this.updateUdpRoom();
       const now = this.now();
       for (let i = 0; i < n; i++) {
         this.stack.input(rx.slots[i].subarray(0, rx.lengths[i]), now);
@@ -193,6 +214,17 @@ export class TunInbound {
       this.pump();
     }
     this.close();
+  }
+
+  /** Tells the stack the tunnel's current UDP room ({@link TunInboundOptions.udpMaxPayload}). */
+  private updateUdpRoom(): void {
+    const room = this.opts.udpMaxPayload;
+    if (!room) return;
+    const v4 = room(4);
+    const v6 = room(6);
+    if (v4 === null || v6 === null) return;
+    if (v4 !== this.stack.udpMaxPayload) this.stack.udpMaxPayload = v4;
+    if (v6 !== this.stack.udpMaxPayload6) this.stack.udpMaxPayload6 = v6;
   }
 
   /** Runs the pump at the end of the current task (coalesces many stack calls). */
@@ -279,7 +311,8 @@ export class TunInbound {
         const g = this.tcp.get(ev.flow);
         if (g) {
           g.closed = true;
-          this.finishTcp(g);
+          // Only a connection that ended cleanly ends its outbound cleanly.
+          this.finishTcp(g, ev.reason !== "done");
         }
         break;
       }
@@ -497,14 +530,21 @@ export class TunInbound {
 
   private abortTcp(g: TcpGlue): void {
     if (!g.closed) this.stack.abort(g.flow);
-    this.finishTcp(g);
+    this.finishTcp(g, true);
     this.kick();
   }
 
-  private finishTcp(g: TcpGlue): void {
+  /**
+   * Forgets a flow and releases its outbound: closed when the application's connection ended
+   * cleanly, aborted (`abort`) when it was reset, timed out or failed, or the inbound stops.
+   */
+  private finishTcp(g: TcpGlue, abort: boolean): void {
     g.closed = true;
     this.tcp.delete(g.flow);
-    g.duplex?.close();
+    if (g.duplex) {
+      if (abort) abortDuplex(g.duplex);
+      else g.duplex.close();
+    }
     g.duplex = null;
     const w = g.wakeWritable;
     g.wakeWritable = null;

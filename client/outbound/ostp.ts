@@ -22,7 +22,7 @@ import {
 } from "../../shared/session/handshake.ts";
 import { CloseCode, Session, type SessionConfig } from "../../shared/session/session.ts";
 import { encodeOpenRequest, readOpenReply } from "../../shared/wire/open.ts";
-import { decodeUdpDatagram, encodeUdpDatagram } from "../../shared/wire/udp.ts";
+import { decodeUdpDatagram, encodeUdpDatagram, udpHeaderSize } from "../../shared/wire/udp.ts";
 import type { UdpFlow, UdpFlowOpener } from "./outbound.ts";
 import { PacketCodec } from "../../shared/wire/packet.ts";
 import { writeAll } from "../../shared/pipe.ts";
@@ -683,6 +683,21 @@ export class OstpPool {
       }
     }
   };
+
+  /**
+   * The largest UDP payload a flow's datagram to an IPv4 (`family` 4) or IPv6 (6) address
+   * carries: the smallest datagram room of the open sessions minus the relay header; null
+   * while no session is open (nothing is carried then).
+   */
+  maxUdpPayload(family: 4 | 6): number | null {
+    let room = Infinity;
+    for (const r of this.runners) {
+      const c = r.conn;
+      if (c && c.isOpen) room = Math.min(room, c.session.maxDatagramPayload);
+    }
+    if (room === Infinity) return null;
+    return Math.max(0, room - udpHeaderSize(family === 4 ? "0.0.0.0" : "::")!);
+  }
 
   /** Connected session with the fewest UDP flows below the per-session bound. */
   private pickUdp(): Connection | null {

@@ -19,6 +19,7 @@ import type { Target } from "../../shared/duplex.ts";
 import { getLog } from "../../shared/log.ts";
 import { ipBytes } from "../../shared/net/cidr.ts";
 import { LinuxTun } from "../../ffi/tun_linux.ts";
+import { passNetAdminToChildren } from "../../ffi/caps_linux.ts";
 import { TunInbound } from "../inbound/tun.ts";
 import { DnsRelay } from "../dns/dns_relay.ts";
 import { NameMap } from "../dns/name_map.ts";
@@ -43,14 +44,21 @@ export interface TunModeDeps {
   excludeCidrs: string[];
   /** Whether a flow with no known name is sniffed for one (domain rules exist). */
   sniffWhen?: (ctx: FlowContext) => boolean;
+  /** The tunnel's UDP room per address family (see `TunInboundOptions.udpMaxPayload`). */
+  udpMaxPayload?: (family: 4 | 6) => number | null;
+  /**
+   * Host changes made before the routes (the VPN mode's kill switch, so nothing leaks while
+   * the routes go in): journaled with the rest, undone after them.
+   */
+  firstChanges?: readonly HostChange[];
 }
 
 /** The journaled host changes of `cfg`, in order (auto-route, then DNS). */
 export function tunHostChanges(
   cfg: TunConfig,
-  deps: Pick<TunModeDeps, "servers" | "excludeCidrs">,
+  deps: Pick<TunModeDeps, "servers" | "excludeCidrs" | "firstChanges">,
 ): HostChange[] {
-  const out: HostChange[] = [];
+  const out: HostChange[] = [...(deps.firstChanges ?? [])];
   if (cfg.autoRoute) {
     out.push(...autoRouteChanges({
       tun: cfg.name,
@@ -71,7 +79,7 @@ export function tunHostChanges(
 /** What `--dry-run` prints for TUN mode: the device, then every host change. */
 export function tunDryRun(
   cfg: TunConfig,
-  deps: Pick<TunModeDeps, "servers" | "excludeCidrs">,
+  deps: Pick<TunModeDeps, "servers" | "excludeCidrs" | "firstChanges">,
 ): string[] {
   return [
     `tun device ${cfg.name}: mtu ${cfg.mtu}, ${
@@ -102,6 +110,14 @@ export class TunMode {
     if (Deno.build.os !== "linux") {
       throw new Error(`tun: not available on ${Deno.build.os} yet (Linux only)`);
     }
+    // With `setcap cap_net_admin=eip` instead of root, the ip/nft/resolvectl the journal runs
+    // need the capability handed on (docs/vpn.md).
+    const caps = passNetAdminToChildren();
+    if (typeof caps === "object") {
+      log.warn("cannot hand CAP_NET_ADMIN to the commands run for routes and DNS (errno {e})", {
+        e: caps.failed,
+      });
+    }
     const { journal, recovered } = await HostJournal.open(journalPath(cfg.stateDir, cfg.name), {
       owner: `ostp-client tun ${cfg.name}`,
     });
@@ -131,6 +147,7 @@ export class TunMode {
         dnsAddresses,
         hijackDns: cfg.dns.hijack,
         sniffWhen: deps.sniffWhen,
+        udpMaxPayload: deps.udpMaxPayload,
       });
       const running = inbound.run();
       // The routes go in once the inbound answers, so no captured packet waits for nobody.

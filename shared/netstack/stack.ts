@@ -72,6 +72,11 @@ export interface StackOptions {
    * "fragmentation needed" / "packet too big". Default: what the MTU allows.
    */
   udpMaxPayload?: number;
+  /**
+   * The same for IPv6 datagrams, when it differs (a relay header carrying the destination
+   * address is larger for IPv6). Default: {@link udpMaxPayload}.
+   */
+  udpMaxPayload6?: number;
   /** Says whether an echo request from `src` to `dst` is answered. Default: always. */
   echoPolicy?: (src: Uint8Array, dst: Uint8Array) => boolean;
   /** Random numbers in [0, 1) for initial sequence numbers. Default: WebCrypto. */
@@ -165,6 +170,7 @@ export class Stack implements TcpHost {
   readonly #maxQueued: number;
   readonly #maxEvents: number;
   #udpMaxPayload: number;
+  #udpMaxPayload6: number;
   readonly #echoPolicy: (src: Uint8Array, dst: Uint8Array) => boolean;
   readonly #random: () => number;
 
@@ -203,6 +209,7 @@ export class Stack implements TcpHost {
     this.#maxQueued = opts.maxQueuedPackets ?? 512;
     this.#maxEvents = opts.maxQueuedEvents ?? 4096;
     this.#udpMaxPayload = opts.udpMaxPayload ?? this.mtu - 28;
+    this.#udpMaxPayload6 = opts.udpMaxPayload6 ?? this.#udpMaxPayload;
     this.#echoPolicy = opts.echoPolicy ?? (() => true);
     this.#random = opts.random ?? defaultRandom;
     this.#reasm = new Reassembler({ maxDatagramSize: 65535, ...opts.reassembly });
@@ -262,9 +269,23 @@ export class Stack implements TcpHost {
     return this.#udpMaxPayload;
   }
 
-  /** Sets {@link udpMaxPayload} (the tunnel's datagram room changed). */
+  /**
+   * Sets {@link udpMaxPayload} (the tunnel's datagram room changed), for both families: set
+   * {@link udpMaxPayload6} afterwards when IPv6's differs.
+   */
   set udpMaxPayload(n: number) {
     this.#udpMaxPayload = Math.max(0, Math.min(n, this.mtu - 28));
+    this.#udpMaxPayload6 = this.#udpMaxPayload;
+  }
+
+  /** Largest UDP payload of an IPv6 datagram the tunnel carries (see {@link udpMaxPayload}). */
+  get udpMaxPayload6(): number {
+    return this.#udpMaxPayload6;
+  }
+
+  /** Sets {@link udpMaxPayload6} alone. */
+  set udpMaxPayload6(n: number) {
+    this.#udpMaxPayload6 = Math.max(0, Math.min(n, this.mtu - 28));
   }
 
   // ------------------------------------------------------------------ TcpHost
@@ -476,8 +497,9 @@ export class Stack implements TcpHost {
   #inputUdp(ip: IpPacket, now: number): InputResult {
     const d = parseUdp(ip.payload, ip.src, ip.dst, this.#udp, OFFLOADED[+this.#offloaded]);
     if (typeof d === "string") return this.#malformed(d);
-    if (d.payload.length > this.#udpMaxPayload) {
-      const limit = this.#udpMaxPayload + ipHeaderLength(ip.src) + 8;
+    const room = ip.version === 6 ? this.#udpMaxPayload6 : this.#udpMaxPayload;
+    if (d.payload.length > room) {
+      const limit = room + ipHeaderLength(ip.src) + 8;
       if (ip.version === 6 || ip.v4.dontFragment) {
         this.#icmpError(ip.buf, IcmpErrorKind.PacketTooBig, limit);
       }

@@ -52,6 +52,19 @@ export const ADDR = {
  */
 export const TARGET_SUBNET = "10.202.0.0/24";
 
+/**
+ * IPv6 addresses of the server ⇄ target link (a documentation prefix, which the built-in
+ * egress policy refuses: servers spawned with {@link Testbed.spawnDeno} allow
+ * {@link TARGET_SUBNET6} too). The client ⇄ server link stays IPv4-only.
+ */
+export const ADDR6 = {
+  serverLan: "2001:db8:202::1",
+  target: "2001:db8:202::2",
+} as const;
+
+/** The server ⇄ target IPv6 subnet. */
+export const TARGET_SUBNET6 = "2001:db8:202::/64";
+
 /** Three namespaces and an emulated link between client and server. */
 export class Testbed {
   readonly client: string;
@@ -230,6 +243,12 @@ export class Testbed {
     );
     await run("ip", "-n", this.server, "addr", "add", `${ADDR.serverLan}/24`, "dev", vs);
     await run("ip", "-n", this.target, "addr", "add", `${ADDR.target}/24`, "dev", vt);
+    // IPv6 too, usable at once (no duplicate address detection: the link is ours).
+    for (
+      const [ns, dev, a] of [[this.server, vs, ADDR6.serverLan], [this.target, vt, ADDR6.target]]
+    ) {
+      await run("ip", "-n", ns, "addr", "add", `${a}/64`, "dev", dev, "nodad");
+    }
     await run("ip", "-n", this.server, "link", "set", vs, "up");
     await run("ip", "-n", this.target, "link", "set", vt, "up");
   }
@@ -257,11 +276,15 @@ export class Testbed {
    * Spawns a Deno script of the project inside namespace `ns`; a daemon gets
    * its own control socket in a temporary directory (reachable from outside
    * the namespace: Unix socket paths are not per network namespace), and a
-   * server the egress allows for loopback and {@link TARGET_SUBNET} (see
-   * {@link withControlSocket}).
+   * server the egress allows for loopback, {@link TARGET_SUBNET} and
+   * {@link TARGET_SUBNET6} (see {@link withControlSocket}).
    */
   spawnDeno(name: string, ns: string, entry: string, args: string[]): Daemon {
-    const c = withControlSocket(name, entry, args, [...TEST_EGRESS_ALLOW, TARGET_SUBNET]);
+    const c = withControlSocket(name, entry, args, [
+      ...TEST_EGRESS_ALLOW,
+      TARGET_SUBNET,
+      TARGET_SUBNET6,
+    ]);
     return this.spawn(name, ns, Deno.execPath(), [
       "run",
       "-A",

@@ -6,7 +6,7 @@
 
 import { formatAccessKey, generateAccessKey } from "../../shared/crypto/keys.ts";
 import type { Daemon } from "./daemons.ts";
-import { ADDR, type Testbed } from "./netns.ts";
+import { ADDR, ADDR6, type Testbed } from "./netns.ts";
 
 /** The daemons of one testbed. */
 export interface TunnelBed {
@@ -18,14 +18,17 @@ export interface TunnelBed {
   stop(): Promise<void>;
 }
 
-/** Starts origin, server and client; resolves once the client is connected. */
+/**
+ * Starts origin, server and client; resolves once the client is connected. The origin listens on
+ * port 8080 of the target's IPv4 and IPv6 addresses ({@link ADDR}, {@link ADDR6}).
+ */
 export async function startTunnel(
   tb: Testbed,
   opts: { serverArgs?: string[]; clientArgs?: string[] } = {},
 ): Promise<TunnelBed> {
   const key = formatAccessKey(generateAccessKey(), "hex");
   const origin = tb.spawnDeno("origin", tb.target, "tests/support/origin_main.ts", [
-    ADDR.target,
+    `${ADDR.target},${ADDR6.target}`,
     "8080",
   ]);
   const server = tb.spawnDeno("server", tb.server, "server/main.ts", [

@@ -141,6 +141,32 @@ Deno.test("UDP: a datagram over the tunnel's payload room gets packet-too-big", 
   assertEquals(events(s).filter((e) => e.type === "udp").length, 1);
 });
 
+Deno.test("UDP: IPv6 datagrams have their own payload room", () => {
+  // The tunnel's relay header is 12 bytes larger for an IPv6 destination.
+  const s = new Stack({ mtu: 9000, udpMaxPayload: 1242, udpMaxPayload6: 1230 });
+  assertEquals([s.udpMaxPayload, s.udpMaxPayload6], [1242, 1230]);
+  s.input(udpPacket(APP4, 1000, DNS, 53, new Uint8Array(1242)), 0);
+  s.input(udpPacket(APP6, 1000, SRV6, 53, new Uint8Array(1230)), 0);
+  assertEquals(events(s).filter((e) => e.type === "udp").length, 2, "both fit");
+  assertEquals(out(s).length, 0);
+  s.input(udpPacket(APP6, 1000, SRV6, 53, new Uint8Array(1231)), 0);
+  const [pkt] = out(s);
+  const ip = parseIp(pkt);
+  if (typeof ip === "string") throw new Error(ip);
+  assertEquals(ip.payload[0], 2, "ICMPv6 packet too big");
+  const mtu = new DataView(ip.payload.buffer, ip.payload.byteOffset).getUint32(4);
+  assertEquals(mtu, 1230 + 48, "the IPv6 packet that fits");
+  assertEquals(events(s).length, 0);
+  // Setting the room for both, then IPv6's alone.
+  s.udpMaxPayload = 1300;
+  assertEquals([s.udpMaxPayload, s.udpMaxPayload6], [1300, 1300]);
+  s.udpMaxPayload6 = 1288;
+  assertEquals([s.udpMaxPayload, s.udpMaxPayload6], [1300, 1288]);
+  // Never above what the MTU allows.
+  s.udpMaxPayload6 = 100_000;
+  assertEquals(s.udpMaxPayload6, 9000 - 28);
+});
+
 Deno.test("ICMP echo to any address answered, unless the policy says no", () => {
   const s = new Stack({ echoPolicy: (_src, dst) => dst[0] !== 10 });
   for (const [src, dst] of [[APP4, OTHER], [APP6, SRV6]]) {
