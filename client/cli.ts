@@ -54,7 +54,8 @@ import {
 import { decodeShareLink, LinkError, type ShareLink } from "../shared/link.ts";
 import { type StatusCliKit, statusCommand } from "../shared/control/status.ts";
 import { programName, quietTaskHint } from "../shared/program_name.ts";
-import { baseCommand, initConfig, runCommander } from "../shared/cli.ts";
+import { baseCommand, type EarlyResult, initConfig, runCommander } from "../shared/cli.ts";
+import { parseVpnArgs, type VpnCliResult } from "./vpn/vpn_cli.ts";
 import { lookup } from "node:dns/promises";
 import {
   DEFAULT_OUTBOUND,
@@ -82,10 +83,11 @@ export type ClientCliResult =
   | { kind: "status"; text: string; answer: Record<string, unknown> }
   | { kind: "route"; text: string; outbound: string; rule: string }
   | { kind: "down"; text: string; stateDir: string }
+  | Exclude<VpnCliResult, EarlyResult>
   | { kind: "help" | "version" | "error" | "failure"; text: string };
 
 /** Subcommand names `ostp-client` recognises as its first argument. */
-export const CLIENT_COMMANDS = ["init", "check", "status", "route"] as const;
+export const CLIENT_COMMANDS = ["init", "check", "status", "route", "down", "vpn"] as const;
 
 /** How the user runs the client: `ostp-client`, or `deno task client` from the repository. */
 const CLIENT = programName("client");
@@ -99,6 +101,9 @@ Commands:
   route <host:port> [--process NAME] [--udp] [-c <config>] [--inbound NAME]
                                        print which rule and outbound a flow would take
   down [--state-dir DIR]               undo the routes, rules and DNS a crashed --tun run left
+  vpn [up] --proxy-url URL | --proxy-host H [--proxy-port P] [options]
+                                       every TCP connection through an HTTP CONNECT proxy (TUN +
+                                       kill switch); vpn down, vpn self-test; see "vpn --help"
 Run "${CLIENT} <command> --help" for a command's options.
 
 Keep secrets out of "ps": set ${ENV_LINK}, ${ENV_KEY} or ${ENV_PASSWORD}, or use --link-file,
@@ -191,6 +196,7 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
   if (argv[0] === "check") return await checkCommand(argv.slice(1), ctx);
   if (argv[0] === "route") return await routeCommand(argv.slice(1));
   if (argv[0] === "down") return await downCommand(argv.slice(1));
+  if (argv[0] === "vpn") return await parseVpnArgs(argv.slice(1), CLIENT, ctx.env);
   if (argv[0] === "status") {
     const kit: StatusCliKit = {
       program: CLIENT,

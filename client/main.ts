@@ -21,6 +21,13 @@ const log = getLog("client");
 export async function main(argv: string[]): Promise<number> {
   const parsed = await parseClientArgs(argv);
   if (parsed.kind === "down") return await down(parsed.stateDir);
+  if (parsed.kind === "vpn-up" || parsed.kind === "vpn-down" || parsed.kind === "vpn-self-test") {
+    void disableInspectorSignal();
+    const vpn = await import("./vpn/vpn_run.ts");
+    if (parsed.kind === "vpn-down") return await vpn.vpnDown(parsed.stateDir);
+    if (parsed.kind === "vpn-self-test") return await vpn.vpnSelfTest(parsed.options);
+    return await vpn.vpnUp(parsed.options, parsed.warnings);
+  }
   if (parsed.kind !== "run") {
     // error: usage or validation (exit 2); failure: runtime, e.g. a file not written (exit 1).
     const failed = parsed.kind === "error" || parsed.kind === "failure";

@@ -95,7 +95,9 @@ export function autoRouteChanges(o: AutoRouteOptions): HostChange[] {
       ["-6", "route", "del", "unreachable", "default", "table", t],
     );
   }
-  const keep = [...o.servers.map(withPrefix), ...o.exclude];
+  // One rule per destination: the kernel refuses a second identical rule ("File exists"),
+  // and a server address may be excluded too.
+  const keep = [...new Set([...o.servers, ...o.exclude].map(withPrefix))];
   for (const cidr of keep) {
     const f = family(cidr);
     const sel = ["to", cidr, "lookup", "main", "pref", String(o.priority)];

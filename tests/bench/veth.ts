@@ -309,11 +309,157 @@ const ostpRedsocks: Peer = {
   },
 };
 
+// ---------------------------------------------------------------------------
+// The upstream-proxy VPN mode against curl given the proxy itself: squid (Basic
+// auth) in the server namespace, CONNECT to the origin either way.
+
+const SQUID_USER = "bench";
+const SQUID_PASSWORD = "bench-" + crypto.randomUUID().slice(0, 8);
+
+/** CPU seconds of a process by pid (squid, which runs under a wrapper). */
+function pidCpu(pid: number): Daemon {
+  return {
+    cpuSeconds() {
+      const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      return (Number(f[11]) + Number(f[12])) / 100;
+    },
+  } as unknown as Daemon;
+}
+
+async function startSquidIn(tb: Testbed): Promise<{ daemon: Daemon; port: number; pid: number }> {
+  const log = await Deno.makeTempFile({ prefix: "ostp-bench-squid-" });
+  const daemon = tb.spawn("squid", tb.server, Deno.execPath(), [
+    "run",
+    "-A",
+    new URL("../support/squid_main.ts", import.meta.url).pathname,
+    ADDR.server,
+    SQUID_USER,
+    SQUID_PASSWORD,
+    log,
+    "8080",
+  ]);
+  try {
+    const m = await daemon.waitFor(/ports \d+ (\d+) pid (\d+)/, 40_000);
+    await daemon.waitFor(/ready/, 40_000);
+    return { daemon, port: Number(m[1]), pid: Number(m[2]) };
+  } catch (e) {
+    await daemon.stop();
+    throw e;
+  }
+}
+
+/** curl with the proxy (`-p -x`: CONNECT, as the VPN mode sends). */
+const squidDirect: Peer = {
+  id: "squid",
+  label: "squid (curl -x)",
+  cc: "bbr",
+  daemons: ["curl", "squid"],
+  pkg: { name: "squid", bins: ["squid"] },
+  async start(tb) {
+    const origin = await startOrigin(tb);
+    let squid: Awaited<ReturnType<typeof startSquidIn>> | null = null;
+    try {
+      squid = await startSquidIn(tb);
+    } catch (e) {
+      await origin.stop();
+      throw e;
+    }
+    const s = squid;
+    const running: Running = {
+      client: null,
+      server: null,
+      curl: (path) => [
+        "-p",
+        "-x",
+        `http://${SQUID_USER}:${SQUID_PASSWORD}@${ADDR.server}:${s.port}`,
+        `http://${ORIGIN}${path}`,
+      ],
+      stop: async () => {
+        await s.daemon.stop();
+        await origin.stop();
+      },
+    };
+    squidCpu.set(running, pidCpu(s.pid));
+    return running;
+  },
+};
+
+/** `ostp-client vpn up` in the client namespace, squid upstream; curl straight at the origin. */
+const ostpVpn: Peer = {
+  id: "ostp-vpn",
+  label: "ostp vpn → squid",
+  cc: "bbr",
+  daemons: ["ostp client vpn", "squid"],
+  pkg: { name: "squid", bins: ["squid"] },
+  async start(tb) {
+    const origin = await startOrigin(tb);
+    const dir = await Deno.makeTempDir({ prefix: "ostp-bench-vpn-" });
+    let squid: Awaited<ReturnType<typeof startSquidIn>> | null = null;
+    let vpn: Daemon | null = null;
+    const stop = async () => {
+      await vpn?.stop();
+      await squid?.daemon.stop();
+      await origin.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    };
+    try {
+      squid = await startSquidIn(tb);
+      await Deno.writeTextFile(`${dir}/pass`, SQUID_PASSWORD + "\n", { mode: 0o600 });
+      vpn = tb.spawn("vpn", tb.client, Deno.execPath(), [
+        "run",
+        "-A",
+        "--unstable-net",
+        new URL("../../client/main.ts", import.meta.url).pathname,
+        "vpn",
+        "up",
+        "--proxy-host",
+        ADDR.server,
+        "--proxy-port",
+        String(squid.port),
+        "--username",
+        SQUID_USER,
+        "--password-file",
+        `${dir}/pass`,
+        "--dns",
+        ADDR.server,
+        "--state-dir",
+        `${dir}/state`,
+      ]);
+      await vpn.waitFor(/vpn up/, 30_000);
+    } catch (e) {
+      await stop();
+      throw e;
+    }
+    const running: Running = {
+      client: vpn,
+      server: null,
+      curl: (path) => [`http://${ORIGIN}${path}`],
+      stop,
+    };
+    squidCpu.set(running, pidCpu(squid.pid));
+    return running;
+  },
+};
+
+/** squid's CPU, standing in for the server side of the two squid rows. */
+const squidCpu = new WeakMap<Running, Daemon>();
+
 /** Table order: the reference table's columns, then ostp's other capture paths. */
-const PEERS: Peer[] = [direct, ssLibev, wireguard, kcptun, ostp, ostpTun, ostpRedsocks];
+const PEERS: Peer[] = [
+  direct,
+  ssLibev,
+  wireguard,
+  kcptun,
+  ostp,
+  ostpTun,
+  ostpRedsocks,
+  squidDirect,
+  ostpVpn,
+];
 
 /** Peers measured only on plain veth (the latency table compares tunnels, not ostp's inbounds). */
-const VETH_ONLY = new Set(["ostp-tun", "ostp-redsocks"]);
+const VETH_ONLY = new Set(["ostp-tun", "ostp-redsocks", "squid", "ostp-vpn"]);
 
 /**
  * ApacheBench arguments (before the URL) for new connections per second per
@@ -340,8 +486,10 @@ interface Transfer {
 }
 
 function cpuBoth(r: Running): number | null {
-  const c = cpu(r.client);
-  const s = cpu(r.server);
+  const sq = squidCpu.get(r);
+  // The squid rows: squid is the server side; curl (no daemon) or the VPN client the client side.
+  const c = sq && !r.client ? 0 : cpu(r.client);
+  const s = sq ? cpu(sq) : cpu(r.server);
   if (c === null || s === null) return null;
   let extra = 0;
   for (const d of extraDaemons.get(r) ?? []) extra += cpu(d) ?? 0;
@@ -355,6 +503,34 @@ interface ConnRate {
   /** CPU seconds of the daemons per 1,000 connections. */
   cpuPer1000: number | null;
   error?: string;
+}
+
+/**
+ * Peers whose connections per second are measured with curl processes (ab cannot CONNECT
+ * through a proxy): the VPN mode and curl given the proxy, the same way.
+ */
+const CURL_RATE = new Set(["squid", "ostp-vpn"]);
+
+/** `n` curl processes, `par` at a time, one 1 KiB GET each: connections per second. */
+async function curlRate(tb: Testbed, r: Running, n: number, par: number): Promise<ConnRate> {
+  const args = r.curl("/bytes/1024").map((a) => `'${a}'`).join(" ");
+  const c0 = cpuBoth(r);
+  const t0 = performance.now();
+  const out = await tb.exec(tb.client, "sh", [
+    "-c",
+    `seq ${n} | xargs -P ${par} -I{} curl -s -m 30 -o /dev/null -w '%{http_code}\\n' ${args} | ` +
+    "grep -c '^200$'",
+  ]);
+  const seconds = (performance.now() - t0) / 1000;
+  const c1 = cpuBoth(r);
+  const ok = Number(dec.decode(out.stdout).trim()) || 0;
+  const res: ConnRate = {
+    perSecond: +(ok / seconds).toFixed(0),
+    failed: n - ok,
+    cpuPer1000: c0 !== null && c1 !== null ? +(((c1 - c0) * 1000) / n).toFixed(2) : null,
+  };
+  if (ok < n) res.error = `${n - ok} of ${n} requests failed`;
+  return res;
 }
 
 async function connRate(
@@ -489,6 +665,9 @@ async function vethRow(
       for (let i = 0; i < runs && !interrupted(); i++) {
         row.up.push(await transfer(tb, running, "up", size, capS, file));
       }
+      if (CURL_RATE.has(peer.id) && !interrupted()) {
+        row.connRate = await curlRate(tb, running, envNum("OSTP_VETH_CURL_N", 1000), 50);
+      }
       const ab = AB_ARGS[peer.id];
       if (ab && !interrupted() && await which("ab")) {
         row.connRate = await connRate(tb, running, ab, envNum("OSTP_VETH_AB_N", 5000), 50);
@@ -616,7 +795,7 @@ function printTable(r: VethResult, peers: Peer[]): void {
     const x = v(p);
     return x && p.daemons ? num(x.mibPerCpuS.all) : "–";
   });
-  line("new connections/s (ab -c 50, 1 KiB GET)", (p) => {
+  line("new connections/s (ab -c 50; squid rows: curl ×50)", (p) => {
     const c = v(p)?.connRate;
     return c?.perSecond != null ? num(c.perSecond) + (c.error ? "!" : "") : "–";
   });

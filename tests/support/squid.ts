@@ -30,6 +30,8 @@ export const ncsaAuth: string | undefined = NCSA_AUTH.find(exists);
 
 /** A squid child with its own config, logs and password file in a temp dir. */
 export interface Squid {
+  /** The squid process. */
+  pid: number;
   openPort: number;
   authPort: number;
   /** The https_port (TLS to squid), when a certificate was given; else 0. */
@@ -116,6 +118,8 @@ async function makeCerts(dir: string): Promise<{ ca: string; cert: string; key: 
 export interface SquidSetup {
   /** Ports CONNECT may go to. */
   allowedPorts: number[];
+  /** Address squid listens on (default 127.0.0.1; a namespace's address when run inside one). */
+  hostname?: string;
   user: string;
   password: string;
 }
@@ -125,6 +129,7 @@ export async function startSquid(
   setup: SquidSetup,
 ): Promise<Squid & { ca: string | null }> {
   const { user, password } = setup;
+  const host = setup.hostname ?? "127.0.0.1";
   // A listener of our own that squid may CONNECT to: the readiness probe's target,
   // so the probe never shows up among the test's own tunnels in the access log.
   const probeTarget = Deno.listen({ hostname: "127.0.0.1", port: 0 });
@@ -149,10 +154,10 @@ export async function startSquid(
     await Deno.writeTextFile(passwd, (await htpasswdLine(user, password)) + "\n");
     await Deno.chmod(passwd, 0o644);
     const conf = [
-      `http_port 127.0.0.1:${openPort} name=open`,
-      `http_port 127.0.0.1:${authPort} name=auth`,
+      `http_port ${host}:${openPort} name=open`,
+      `http_port ${host}:${authPort} name=auth`,
       ...(certs
-        ? [`https_port 127.0.0.1:${tlsPort} name=tls tls-cert=${certs.cert} tls-key=${certs.key}`]
+        ? [`https_port ${host}:${tlsPort} name=tls tls-cert=${certs.cert} tls-key=${certs.key}`]
         : []),
       "visible_hostname ostp-test",
       `pid_filename ${dir}/squid.pid`,
@@ -226,7 +231,7 @@ export async function startSquid(
           throw new Error(`squid exited at start:\n${await stderr}\n${await readLog()}`);
         }
         try {
-          (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+          (await Deno.connect({ hostname: host, port })).close();
           break;
         } catch {
           if (performance.now() > until) {
@@ -244,7 +249,7 @@ export async function startSquid(
       );
       for (;;) {
         if (exited) throw new Error(`squid exited at start:\n${await readLog()}`);
-        if (await connectAnswer(authPort, probePort, auth) === 200) break;
+        if (await connectAnswer(host, authPort, probePort, auth) === 200) break;
         if (performance.now() > until) {
           throw new Error(`squid's authenticating port never answered 200:\n${await readLog()}`);
         }
@@ -273,7 +278,7 @@ export async function startSquid(
       await Deno.remove(dir, { recursive: true }).catch(() => {});
       return log;
     };
-    return { openPort, authPort, tlsPort, ca: certs?.ca ?? null, stop };
+    return { pid: proc.pid, openPort, authPort, tlsPort, ca: certs?.ca ?? null, stop };
   } catch (e) {
     try {
       probeTarget.close();
@@ -290,10 +295,15 @@ export async function startSquid(
 }
 
 /** Sends `CONNECT 127.0.0.1:target` with Basic `auth` to squid's `port`; the status, or 0. */
-async function connectAnswer(port: number, target: number, auth: string): Promise<number> {
+async function connectAnswer(
+  host: string,
+  port: number,
+  target: number,
+  auth: string,
+): Promise<number> {
   let conn: Deno.TcpConn | null = null;
   try {
-    conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn = await Deno.connect({ hostname: host, port });
     await conn.write(
       new TextEncoder().encode(
         `CONNECT 127.0.0.1:${target} HTTP/1.1\r\nHost: 127.0.0.1:${target}\r\n` +

@@ -56,3 +56,20 @@ Deno.test("auto-route plan: the table before the rules, servers and exclusions b
     assertEquals(x.undo.join(" "), x.apply.join(" ").replace(" add ", " del "));
   }
 });
+
+Deno.test("auto-route plan: a server address that is also excluded gets one rule, not two", () => {
+  const c = autoRouteChanges({
+    tun: "tun0",
+    table: 7331,
+    mark: 0x7331,
+    priority: 9000,
+    ipv6: true,
+    exclude: ["192.0.2.1/32", "10.0.0.0/8"],
+    servers: ["192.0.2.1"],
+  });
+  const rules = c.filter((x) => x.kind === "command" && x.apply.includes("main"));
+  assertEquals(rules.map((x) => x.kind === "command" && x.apply.join(" ")), [
+    "ip -4 rule add to 192.0.2.1/32 lookup main pref 9000",
+    "ip -4 rule add to 10.0.0.0/8 lookup main pref 9000",
+  ]);
+});
