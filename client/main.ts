@@ -124,23 +124,8 @@ export async function main(argv: string[]): Promise<number> {
 
 /** `ostp-client down`: undoes a crashed TUN run's host changes; exit 1 if some could not be. */
 async function down(stateDir: string): Promise<number> {
-  const { undoLeftovers } = await import("./tun/tun_mode.ts");
-  let failed = 0;
-  try {
-    const done = await undoLeftovers(stateDir);
-    if (done.length === 0) console.log("nothing to undo");
-    for (const { path, report } of done) {
-      console.log(`${path}: undid ${report.undone.length} change(s)`);
-      for (const f of report.failed) {
-        failed++;
-        console.error(`  could not undo ${f.what}: ${f.error}`);
-      }
-    }
-  } catch (e) {
-    console.error(`ostp-client down: ${(e as Error).message}`);
-    return 1;
-  }
-  return failed > 0 ? 1 : 0;
+  const { downAndReport } = await import("./tun/tun_mode.ts");
+  return await downAndReport(stateDir, "ostp-client down");
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -209,3 +209,28 @@ export async function undoLeftovers(
   }
   return out;
 }
+
+/**
+ * `down` for a person: undoes what crashed runs left under `stateDir`
+ * ({@link undoLeftovers}), printing each journal's count and every undo that
+ * failed; "nothing to undo" unless `quiet`. Resolves to the exit code (1 when
+ * something could not be undone).
+ */
+export async function downAndReport(stateDir: string, who: string, quiet = false): Promise<number> {
+  let failed = 0;
+  try {
+    const done = await undoLeftovers(stateDir);
+    if (done.length === 0 && !quiet) console.log("nothing to undo");
+    for (const { path, report } of done) {
+      console.log(`${path}: undid ${report.undone.length} change(s)`);
+      for (const f of report.failed) {
+        failed++;
+        console.error(`  could not undo ${f.what}: ${f.error}`);
+      }
+    }
+  } catch (e) {
+    console.error(`${who}: ${(e as Error).message}`);
+    return 1;
+  }
+  return failed > 0 ? 1 : 0;
+}

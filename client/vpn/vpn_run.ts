@@ -10,7 +10,7 @@ import { setBypass } from "../../shared/net/bypass.ts";
 import { dialMarked } from "../../ffi/tcp_linux.ts";
 
 import { processAlive } from "../../shared/host/journal.ts";
-import { tunDryRun, TunMode, undoLeftovers } from "../tun/tun_mode.ts";
+import { downAndReport, tunDryRun, TunMode, undoLeftovers } from "../tun/tun_mode.ts";
 import { HttpConnectOutbound } from "../outbound/http_connect.ts";
 import {
   addressesOf,
@@ -197,23 +197,9 @@ export async function vpnDown(stateDir: string): Promise<number> {
       console.error(`cannot stop process ${pid}: ${(e as Error).message}`);
     }
   }
-  let failed = 0;
-  try {
-    const done = await undoLeftovers(stateDir);
-    if (done.length === 0 && !(pid > 0)) console.log("nothing to undo");
-    for (const { path, report } of done) {
-      console.log(`${path}: undid ${report.undone.length} change(s)`);
-      for (const f of report.failed) {
-        failed++;
-        console.error(`  could not undo ${f.what}: ${f.error}`);
-      }
-    }
-  } catch (e) {
-    console.error(`ostp-client vpn down: ${(e as Error).message}`);
-    return 1;
-  }
+  const code = await downAndReport(stateDir, "ostp-client vpn down", pid > 0);
   await Deno.remove(pidPath(stateDir)).catch(() => {});
-  return failed > 0 ? 1 : 0;
+  return code;
 }
 
 async function readExactly(r: { read(b: Uint8Array): Promise<number | null> }, n: number) {

@@ -65,6 +65,28 @@ export const ADDR6 = {
 /** The server ⇄ target IPv6 subnet. */
 export const TARGET_SUBNET6 = "2001:db8:202::/64";
 
+/**
+ * Spawns `cmd args…` inside namespace `ns` (any namespace, also one a test
+ * made itself), output captured; `control` is the daemon's control socket.
+ */
+export function spawnIn(
+  name: string,
+  ns: string,
+  cmd: string,
+  args: string[],
+  control?: { path: string | null; dir: string | null },
+): Daemon {
+  const proc = new Deno.Command("ip", {
+    args: ["netns", "exec", ns, cmd, ...args],
+    cwd: ROOT,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  return new Daemon(name, proc, control);
+}
+
 /** Three namespaces and an emulated link between client and server. */
 export class Testbed {
   readonly client: string;
@@ -261,15 +283,7 @@ export class Testbed {
     args: string[],
     control?: { path: string | null; dir: string | null },
   ): Daemon {
-    const proc = new Deno.Command("ip", {
-      args: ["netns", "exec", ns, cmd, ...args],
-      cwd: ROOT,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-      env: { NO_COLOR: "1" },
-    }).spawn();
-    return new Daemon(name, proc, control);
+    return spawnIn(name, ns, cmd, args, control);
   }
 
   /**
