@@ -28,6 +28,7 @@ export {
   type ServerEvents,
   type ServerOptions,
   type ServerStats,
+  type WorkerSummary,
 } from "./server/server.ts";
 export {
   type ClientEvents,

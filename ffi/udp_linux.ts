@@ -23,6 +23,7 @@ const SO_SNDBUFFORCE = 32;
 const SO_RCVBUFFORCE = 33;
 const SO_RCVTIMEO = 20;
 const SO_MARK = 36;
+const SO_REUSEPORT = 15;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const MSG_DONTWAIT = 0x40;
@@ -48,6 +49,8 @@ const SYMBOLS = {
   },
   sendmmsg: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
+  malloc: { parameters: ["usize"], result: "pointer" },
+  free: { parameters: ["pointer"], result: "void" },
   __errno_location: { parameters: [], result: "pointer" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
@@ -114,18 +117,24 @@ function mapped(v4: Uint8Array): Uint8Array {
 export class LinuxUdpSocket implements DatagramSocket {
   readonly kind = "linux-ffi";
   readonly addr: Deno.NetAddr;
-  private readonly fd: number;
+  /** The socket's descriptor. */
+  readonly fd: number;
   private readonly v6: boolean;
   private closed = false;
   private running: Promise<void> | null = null;
 
-  // Receive side: BATCH slots, each with its own iovec and name buffer.
-  private readonly rxData = new Uint8Array(BATCH * SLOT);
-  private readonly rxNames = new Uint8Array(BATCH * NAME);
-  private readonly rxIov = new Uint8Array(BATCH * IOV);
-  private readonly rxMsgs = new Uint8Array(BATCH * MMSG);
-  private readonly rxMsgView = new DataView(this.rxMsgs.buffer);
-  private readonly rxNameView = new DataView(this.rxNames.buffer);
+  // Receive side: BATCH slots, each with its own iovec and name buffer. The
+  // kernel writes into them while the nonblocking recvmmsg runs on another
+  // thread: a socket of a worker thread (reusePort) gets them from malloc, so
+  // that a worker terminated mid-call leaves the kernel writing into memory
+  // that is still there (leaked then) rather than into its freed heap.
+  private readonly external: Deno.PointerObject[] = [];
+  private readonly rxData: Uint8Array<ArrayBuffer>;
+  private readonly rxNames: Uint8Array<ArrayBuffer>;
+  private readonly rxIov: Uint8Array<ArrayBuffer>;
+  private readonly rxMsgs: Uint8Array<ArrayBuffer>;
+  private readonly rxMsgView: DataView;
+  private readonly rxNameView: DataView;
 
   // Send side: a queue of up to BATCH datagrams.
   private readonly txData = new Uint8Array(BATCH * SEND_SLOT);
@@ -153,9 +162,26 @@ export class LinuxUdpSocket implements DatagramSocket {
 
   constructor(hostname: string, port: number, opts: UdpOptions = {}) {
     const s = sym();
+    const rx = (len: number): Uint8Array<ArrayBuffer> => {
+      if (!opts.reusePort) return new Uint8Array(len);
+      const p = s.malloc(BigInt(len));
+      if (p === null) throw new Error("malloc failed");
+      this.external.push(p);
+      return new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(p, len));
+    };
+    this.rxData = rx(BATCH * SLOT);
+    this.rxNames = rx(BATCH * NAME);
+    this.rxIov = rx(BATCH * IOV);
+    this.rxMsgs = rx(BATCH * MMSG);
+    this.rxMsgView = new DataView(this.rxMsgs.buffer);
+    this.rxNameView = new DataView(this.rxNames.buffer);
     this.v6 = hostname.includes(":");
     const fd = s.socket(this.v6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) throw new Error(`socket: errno ${errno()}`);
+    if (fd < 0) {
+      const e = errno();
+      this.freeExternal();
+      throw new Error(`socket: errno ${e}`);
+    }
     this.fd = fd;
     try {
       const int = new Uint8Array(4);
@@ -182,6 +208,13 @@ export class LinuxUdpSocket implements DatagramSocket {
           throw new Error(`setsockopt SO_MARK: errno ${errno()} (needs CAP_NET_ADMIN)`);
         }
       }
+      if (opts.reusePort) {
+        // Worker threads of one server share the port; the kernel spreads by 4-tuple hash.
+        iv.setInt32(0, 1, true);
+        if (s.setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, int, 4) < 0) {
+          throw new Error(`setsockopt SO_REUSEPORT: errno ${errno()}`);
+        }
+      }
       const tv = new Uint8Array(16);
       new DataView(tv.buffer).setBigInt64(8, 200_000n, true); // 200 ms: lets close() be noticed
       s.setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, tv, 16);
@@ -199,6 +232,7 @@ export class LinuxUdpSocket implements DatagramSocket {
       this.addr = this.decodeAddr(new DataView(name.buffer), 0);
     } catch (e) {
       s.close(fd);
+      this.freeExternal();
       throw e;
     }
     this.prepareRx();
@@ -341,7 +375,13 @@ export class LinuxUdpSocket implements DatagramSocket {
       }
     } finally {
       s.close(this.fd);
+      this.freeExternal();
     }
+  }
+
+  /** Frees the malloc'd receive buffers (once no call can write into them). */
+  private freeExternal(): void {
+    for (const p of this.external.splice(0)) sym().free(p);
   }
 
   send(data: Uint8Array, to: Deno.NetAddr): void {
@@ -414,7 +454,10 @@ export class LinuxUdpSocket implements DatagramSocket {
     this.closed = true;
     // The receive loop closes the descriptor once its pending call returns;
     // without a running loop, close it here.
-    if (!this.running) sym().close(this.fd);
+    if (!this.running) {
+      sym().close(this.fd);
+      this.freeExternal();
+    }
   }
 }
 

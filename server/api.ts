@@ -35,6 +35,8 @@ export interface SessionView {
   streams: number;
   /** Seconds since the handshake. */
   ageSeconds: number;
+  /** The worker thread serving it (docs/workers.md); 0 with one worker. */
+  worker: number;
 }
 
 /** One user as the API shows it (never its key). */
@@ -74,20 +76,23 @@ export class ApiError extends Error {
   }
 }
 
-/** What the API needs from the server. */
+/**
+ * What the API needs from the server. The reads may answer with a promise (a
+ * server with worker threads first gathers fresh counters from them).
+ */
 export interface ApiBackend {
   /** Version, uptime, sessions, users, bytes, drops by reason. */
-  status(): Record<string, unknown>;
+  status(): Record<string, unknown> | Promise<Record<string, unknown>>;
   /** Live sessions. */
-  sessions(): SessionView[];
+  sessions(): SessionView[] | Promise<SessionView[]>;
   /** Closes a session with a reason; false if there is none with that id. */
-  kick(id: string, reason: string): boolean;
+  kick(id: string, reason: string): boolean | Promise<boolean>;
   /** Prometheus text exposition. */
-  metrics(): string;
+  metrics(): string | Promise<string>;
   /** Every user (config and API). */
-  listUsers(): UserView[];
+  listUsers(): UserView[] | Promise<UserView[]>;
   /** One user, or undefined. */
-  getUser(name: string): UserView | undefined;
+  getUser(name: string): UserView | undefined | Promise<UserView | undefined>;
   /** Creates an API user; throws ApiError (409 duplicate). */
   createUser(input: NewUserInput): CreatedUser;
   /** Changes an API user; throws ApiError (404, 409 for config users). */
@@ -178,17 +183,17 @@ export async function handleApi(
   const max = opts.maxBodyBytes ?? 64 * 1024;
   if (path === "/metrics") {
     if (method !== "GET") return error(405, "use GET");
-    return new Response(backend.metrics(), {
+    return new Response(await backend.metrics(), {
       headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
     });
   }
   if (path === "/api/v1/status") {
     if (method !== "GET") return error(405, "use GET");
-    return Response.json(backend.status());
+    return Response.json(await backend.status());
   }
   if (path === "/api/v1/sessions") {
     if (method !== "GET") return error(405, "use GET");
-    return Response.json({ sessions: backend.sessions() });
+    return Response.json({ sessions: await backend.sessions() });
   }
   const s = /^\/api\/v1\/sessions\/([0-9a-fA-F]{1,8})$/.exec(path);
   if (s) {
@@ -207,7 +212,7 @@ export async function handleApi(
       if (typeof r === "string") reason = r;
     }
     const id = s[1].toLowerCase().padStart(8, "0");
-    if (!backend.kick(id, reason)) return error(404, `no session ${id}`);
+    if (!(await backend.kick(id, reason))) return error(404, `no session ${id}`);
     return Response.json({ kicked: id, reason });
   }
   if (path === "/api/v1/users" || path.startsWith("/api/v1/users/")) {
@@ -237,7 +242,7 @@ async function handleUsers(
   };
   try {
     if (path === "/api/v1/users") {
-      if (method === "GET") return Response.json({ users: backend.listUsers() });
+      if (method === "GET") return Response.json({ users: await backend.listUsers() });
       if (method === "POST") {
         return Response.json(backend.createUser(parseNewUser(await body())), { status: 201 });
       }
@@ -260,7 +265,7 @@ async function handleUsers(
       return Response.json({ name, link: backend.userLink(name) });
     }
     if (method === "GET") {
-      const u = backend.getUser(name);
+      const u = await backend.getUser(name);
       return u ? Response.json(u) : error(404, `no user ${name}`);
     }
     if (method === "PATCH") {

@@ -90,6 +90,7 @@ interface ServerOptions {
   publicAddress?: string;
   maxSessions?: string;
   idleTimeout?: string;
+  workers?: string;
   logLevel?: string;
   logFormat?: string;
   generateKey?: string | boolean;
@@ -155,6 +156,11 @@ function buildProgram(output: { out: string; err: string }): Command {
     )
     .option("--max-sessions <n>", "most concurrent sessions")
     .option("--idle-timeout <s>", "seconds without traffic before a session is closed")
+    .option(
+      "--workers <n>",
+      "worker threads running the sessions (default: one per core, at most 16; 1: all on " +
+        "the main thread)",
+    )
     .addOption(new Option("--log-level <lvl>", "log level").choices(LOG_LEVELS))
     .addOption(new Option("--log-format <fmt>", "log format").choices(LOG_FORMATS))
     .option("--generate-key [format]", 'print a fresh access key ("hex" or "base64url") and exit')
@@ -300,6 +306,8 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
   if (maxSessions !== undefined) merged.maxSessions = maxSessions;
   const idleTimeout = numberFlag(o.idleTimeout, "--idle-timeout", flagIssues);
   if (idleTimeout !== undefined) merged.idleTimeout = idleTimeout;
+  const workers = numberFlag(o.workers, "--workers", flagIssues);
+  if (workers !== undefined) merged.workers = workers;
   if (o.logLevel !== undefined || o.logFormat !== undefined) {
     const log = isPlainObject(merged.log) ? { ...merged.log } : {};
     if (o.logLevel !== undefined) log.level = o.logLevel;
@@ -314,6 +322,7 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
     if (top === "control" && o.control !== undefined) return "--control";
     if (top === "maxSessions" && maxSessions !== undefined) return "--max-sessions";
     if (top === "idleTimeout" && idleTimeout !== undefined) return "--idle-timeout";
+    if (top === "workers" && workers !== undefined) return "--workers";
     const e = /^egress\.(allow|deny)\[(\d+)\]$/.exec(path);
     if (e) {
       const list = e[1] as "allow" | "deny";

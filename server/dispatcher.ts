@@ -42,6 +42,27 @@ export interface DropCounters {
   idCollision: number;
 }
 
+/** A hello that passed a worker's own checks, to be reserved with the control plane. */
+export interface HelloReservation {
+  /** The session id the client chose. */
+  readonly sessionId: number;
+  /** The client's ephemeral key (replay cache key; a copy). */
+  readonly ephemeral: Uint8Array;
+  /** The access key it authenticated with (never logged). */
+  readonly key: Uint8Array;
+  /** Where it came from. */
+  readonly address: Deno.NetAddr;
+}
+
+/**
+ * The control plane's answer to a {@link HelloReservation}: accept (and, with
+ * a `refused` reason, close at once with {@link CloseCode.LIMIT_REACHED}), or
+ * drop silently, counted under `counter`.
+ */
+export type ReservationAnswer =
+  | { readonly kind: "ok"; readonly refused: string | null }
+  | { readonly kind: "drop"; readonly counter: keyof DropCounters };
+
 /** Settings of the dispatcher. */
 export interface DispatcherOptions {
   keys: Uint8Array[];
@@ -126,6 +147,23 @@ export class Dispatcher {
   admit: (s: ServerSession) => string | null = () => null;
   /** Called when a session ended. */
   onSessionClosed: (s: ServerSession, reason: string) => void = () => {};
+  /**
+   * Worker threads (docs/workers.md) set this: a hello that passed the local
+   * checks (framing, Noise, timestamp, this worker's replay cache and table)
+   * is reserved with the control plane, which owns the one replay cache, the
+   * session cap and the admission; the session is accepted when the answer
+   * says so. Repeats of a hello whose answer is pending are ignored. Null
+   * (the default, one thread): all of that is local and synchronous.
+   */
+  reserve: ((r: HelloReservation) => Promise<ReservationAnswer>) | null = null;
+  /** Told a reservation answered "ok" that was not used (key removed meanwhile, closed). */
+  onReservationUnused: (sessionId: number) => void = () => {};
+  /**
+   * Worker threads set this: asked with the id a datagram of no local session
+   * unmasks to (under some key); true if it was forwarded to the worker that
+   * owns that session (then nothing else is done with it here).
+   */
+  forward: ((sessionId: number, data: Uint8Array, peer: Peer) => boolean) | null = null;
 
   private keys: KeyEntry[];
   private readonly sessions = new Map<number, ServerSession>();
@@ -136,6 +174,9 @@ export class Dispatcher {
   private readonly trialTokens: TokenBucket;
   private readonly wallClock: () => number;
   private readonly params: HelloParams;
+  /** Hellos (by ephemeral, hex) whose reservation is pending, with their address key. */
+  private readonly pendingHellos = new Map<string, string>();
+  private closedAll = false;
 
   constructor(private readonly opts: DispatcherOptions) {
     this.keys = opts.keys.map(keyEntry);
@@ -185,16 +226,24 @@ export class Dispatcher {
       }
     }
     if (data.length >= MIN_PACKET_LENGTH) {
+      const forward = this.forward;
+      let remote = -1;
       for (let k = 0; k < this.keys.length; k++) {
         const sid = unmaskSessionId(this.keys[k].masker, data);
         const s = this.sessions.get(sid);
-        if (!s || s.key !== this.keys[k] || s === known) continue;
+        if (!s) {
+          if (forward !== null && remote < 0) remote = sid;
+          continue;
+        }
+        if (s.key !== this.keys[k] || s === known) continue;
         const r = s.conn.receive(data);
         if (r === Receive.DROPPED) continue;
         s.established = true;
         if (r === Receive.ACCEPTED_HIGHEST) this.considerMove(s, peer, key);
         return;
       }
+      // Another worker's session (its client's new 4-tuple hashed here): hand it over.
+      if (remote >= 0 && forward!(remote, data, peer)) return;
     }
     this.tryHandshake(data, peer, key);
   }
@@ -273,22 +322,65 @@ export class Dispatcher {
         this.drops.idCollision++;
         return;
       }
+      if (this.reserve !== null) {
+        this.reserveThenAccept(this.keys[k], hello, peer, key);
+        return;
+      }
       if (this.sessions.size >= this.opts.maxSessions) {
         this.drops.sessionCap++;
         return;
       }
       this.replay.add(hello.ephemeral, now);
-      this.accept(k, hello, peer, key);
+      this.accept(k, hello, peer, peer.addr, key);
       return;
     }
     this.drops.unauthenticated++;
   }
 
-  private accept(
-    k: number,
-    hello: NonNullable<ReturnType<typeof readClientHelloFrom>>,
+  /** Worker mode: asks {@link reserve}, then accepts (or drops) as the answer says. */
+  private reserveThenAccept(
+    entry: KeyEntry,
+    hello: AcceptedHello,
     peer: Peer,
     key: string,
+  ): void {
+    const pendingKey = toHex(hello.ephemeral);
+    const from = this.pendingHellos.get(pendingKey);
+    if (from !== undefined) {
+      // A repeat while the answer is pending: ignored from the same address, a replay from another.
+      if (from !== key) this.drops.replayedHandshake++;
+      return;
+    }
+    this.pendingHellos.set(pendingKey, key);
+    // The peer object is shared by every datagram of its socket: keep this one's address.
+    const addr = peer.addr;
+    const sid = hello.sessionId;
+    this.reserve!({ sessionId: sid, ephemeral: hello.ephemeral, key: entry.raw, address: addr })
+      .then((a) => {
+        this.pendingHellos.delete(pendingKey);
+        if (a.kind === "drop") {
+          this.drops[a.counter]++;
+          return;
+        }
+        const k = this.keys.indexOf(entry);
+        if (k < 0 || this.closedAll || this.sessions.has(sid)) {
+          this.onReservationUnused(sid);
+          return;
+        }
+        this.replay.add(hello.ephemeral, performance.now());
+        this.accept(k, hello, peer, addr, key, a.refused);
+      }, () => {
+        this.pendingHellos.delete(pendingKey);
+      });
+  }
+
+  private accept(
+    k: number,
+    hello: AcceptedHello,
+    peer: Peer,
+    addr: Deno.NetAddr,
+    key: string,
+    refusedBy?: string | null,
   ): void {
     const { secrets, masker } = this.keys[k];
     const mtu = Math.min(this.params.maxDatagramSize, hello.params.maxDatagramSize);
@@ -316,7 +408,7 @@ export class Dispatcher {
       keyIndex: k,
       key: this.keys[k],
       conn,
-      addr: peer.addr,
+      addr,
       addrKey: key,
       peer,
       createdAt: Date.now(),
@@ -336,12 +428,12 @@ export class Dispatcher {
       this.onSessionClosed(s, info.reason);
     });
     this.onSession(s);
-    peer.send(datagram, peer.addr);
+    peer.send(datagram, addr);
     // Arm the session's timers now: a Connection only schedules its idle timeout
     // from flush(), so a client that never sends a data packet would otherwise
     // hold its table slot forever.
     conn.flush();
-    const refused = this.admit(s);
+    const refused = refusedBy !== undefined ? refusedBy : this.admit(s);
     if (refused !== null) conn.close(CloseCode.LIMIT_REACHED, refused);
   }
 
@@ -384,9 +476,12 @@ export class Dispatcher {
 
   /** Closes every session with a reason. */
   closeAll(code: number, reason: string): void {
+    this.closedAll = true;
     for (const s of [...this.sessions.values()]) s.conn.close(code, reason);
   }
 }
+
+type AcceptedHello = NonNullable<ReturnType<typeof readClientHelloFrom>>;
 
 function keyEntry(raw: Uint8Array): KeyEntry {
   const secrets = deriveSecrets(raw);

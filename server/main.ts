@@ -6,7 +6,7 @@
  * @module
  */
 
-import { formatHostPort, isUnspecifiedHost } from "../shared/config/types.ts";
+import { defaultServerWorkers, formatHostPort, isUnspecifiedHost } from "../shared/config/types.ts";
 import { encodeShareLink } from "../shared/link.ts";
 import { programName } from "../shared/program_name.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
@@ -33,9 +33,10 @@ export async function main(argv: string[]): Promise<number> {
   const config = parsed.config;
   await setupLogging(config.log);
   void disableInspectorSignal();
-  const server = new OstpServer(config);
+  // One worker thread per core unless the config or --workers says otherwise (docs/workers.md).
+  const server = new OstpServer(config, { workers: config.workers ?? defaultServerWorkers() });
   try {
-    server.start();
+    await server.start();
   } catch (e) {
     console.error(`ostp-server: cannot start: ${(e as Error).message}`);
     return 1;
@@ -83,8 +84,9 @@ export async function main(argv: string[]): Promise<number> {
   const hup = () => reloadLogged("SIGHUP");
   if (Deno.build.os !== "windows") Deno.addSignalListener("SIGHUP", hup);
   const control = await openDaemonControl(config.control, "server", {
-    status: () => ({
-      stats: server.stats(),
+    status: async () => ({
+      stats: await server.statsNow(),
+      workers: server.workerSummaries(),
       rssBytes: Deno.memoryUsage().rss,
       users: server.userStats(),
     }),

@@ -12,14 +12,16 @@ import { encodeShareLink } from "../shared/link.ts";
 import type { Dialer } from "../shared/duplex.ts";
 import { Emitter, type TrafficStats, trafficStats } from "../shared/events.ts";
 import { getLog } from "../shared/log.ts";
-import { isExpectedDisconnect } from "../shared/pipe.ts";
 import { CloseCode } from "../shared/session/session.ts";
 import { createDirectDialer } from "../shared/net/direct.ts";
-import { type DatagramSocket, openUdp } from "../shared/net/datagram.ts";
+import { type DatagramSocket, openUdp, reusePortAvailable } from "../shared/net/datagram.ts";
 import "../ffi/udp_linux.ts";
 import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./dispatcher.ts";
-import { type RelayStats, serveStream } from "./relay.ts";
-import { newUdpRelayStats, UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
+import type { RelayStats } from "./relay.ts";
+import { newUdpRelayStats, type UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
+import { serveSession, type SessionServices } from "./session_services.ts";
+import { WorkerPool } from "./worker_pool.ts";
+import type { PolicyInputs, WorkerStats } from "./worker_protocol.ts";
 import { EgressPolicy, localAddresses, type Resolver, systemResolver } from "./egress.ts";
 import { parseIp } from "../shared/net/cidr.ts";
 import { createEgressDialer, ownAddresses } from "./egress_dialer.ts";
@@ -56,7 +58,26 @@ export type ServerStats = TrafficStats & {
   migrations: number;
   /** Targets the egress policy refused: TCP streams, and UDP relay datagrams. */
   egressDenied: { tcp: number; udp: number };
+  /**
+   * Datagrams a worker thread handed to the worker owning their session (a
+   * roaming client hashed to another worker; docs/workers.md). 0 with one worker.
+   */
+  forwarded: number;
 };
+
+/** One worker thread's share, as `status` shows it. */
+export interface WorkerSummary {
+  /** Worker index (0 with one worker: the main thread). */
+  index: number;
+  /** Its live sessions. */
+  sessions: number;
+  /** Handshakes it accepted. */
+  handshakes: number;
+  /** Datagrams it forwarded to other workers. */
+  forwarded: number;
+  /** Its drop counters. */
+  drops: DropCounters;
+}
 
 /** Options beyond the config file. */
 export interface ServerOptions {
@@ -82,6 +103,14 @@ export interface ServerOptions {
    * egress policy. Default 30 000; 0: only at start and reload.
    */
   ownAddressRefreshMs?: number;
+  /**
+   * Worker threads running the sessions (docs/workers.md); overrides the
+   * config's `workers`; neither set: 1, everything on the calling thread
+   * (`ostp-server` passes one per core). More than 1 needs the Linux FFI UDP
+   * socket (`SO_REUSEPORT`), and no injected `dialer` or `lookup` (functions
+   * cannot cross into workers): otherwise 1, with a log line saying why.
+   */
+  workers?: number;
 }
 
 const log = getLog("server");
@@ -110,6 +139,13 @@ export class OstpServer {
 
   private readonly sockets: DatagramSocket[] = [];
   private readonly dialer: Dialer;
+  private readonly services: SessionServices;
+  /** Worker threads in use (1: the in-process path, {@link dispatcher}). */
+  readonly workerCount: number;
+  /** The worker threads, when {@link workerCount} > 1 (after start). */
+  private pool: WorkerPool | null = null;
+  /** The inputs {@link policy} was built from (sent to worker threads). */
+  private policyInputs: PolicyInputs = { allow: [], deny: [], self: [] };
   /**
    * The egress policy in force (rebuilt on {@link reload} and when the own
    * addresses change; asked per new stream and per UDP datagram).
@@ -133,6 +169,23 @@ export class OstpServer {
 
   constructor(config: ServerConfig, private readonly options: ServerOptions = {}) {
     this.current = config;
+    let workers = Math.max(1, Math.floor(options.workers ?? config.workers ?? 1));
+    if (workers > 1 && (options.dialer || options.lookup)) {
+      log.info(
+        "running 1 worker, not {workers}: an injected dialer or lookup function cannot cross " +
+          "into worker threads",
+        { workers },
+      );
+      workers = 1;
+    } else if (workers > 1 && !reusePortAvailable()) {
+      log.warn(
+        "running 1 worker, not {workers}: worker threads share the UDP port with SO_REUSEPORT, " +
+          "which needs the Linux FFI UDP socket (--allow-ffi, OSTP_UDP not deno)",
+        { workers },
+      );
+      workers = 1;
+    }
+    this.workerCount = workers;
     this.policy = this.buildPolicy(config, this.interfaceAddresses());
     this.dialer = createEgressDialer(
       options.dialer ?? createDirectDialer({ connectTimeoutMs: config.connectTimeout * 1000 }),
@@ -149,6 +202,14 @@ export class OstpServer {
         },
       },
     );
+    this.services = {
+      dialer: this.dialer,
+      relayStats: this.relayStats,
+      udpStats: this.udpStats,
+      udpRelays: this.udpRelays,
+      lookup: options.lookup,
+      policy: () => this.policy,
+    };
     const users = usersOf(config);
     this.users = new UserRegistry(users);
     this.dispatcher = new Dispatcher({
@@ -187,16 +248,22 @@ export class OstpServer {
 
   /** Addresses actually bound (ports resolved when 0 was asked for). */
   get addresses(): Deno.NetAddr[] {
+    if (this.pool) return this.pool.addresses;
     return this.sockets.map((s) => s.addr);
   }
 
   /** UDP implementation in use ("linux-ffi" or "deno"). */
   get socketKind(): string {
+    if (this.pool) return this.pool.addresses.length > 0 ? "linux-ffi" : "none";
     return this.sockets[0]?.kind ?? "none";
   }
 
-  /** Binds every listener and starts serving. */
-  start(): void {
+  /**
+   * Binds every listener and starts serving. With one worker everything is
+   * done (and a failure thrown) before it returns; with more, await it: it
+   * resolves once every worker listens, or rejects with the listener's error.
+   */
+  start(): Promise<void> {
     this.events.emit("state", { state: "starting" });
     if (this.current.stateFile !== null && !this.store) {
       try {
@@ -210,6 +277,7 @@ export class OstpServer {
         throw new Error(`state file ${this.current.stateFile}: ${(e as Error).message}`);
       }
     }
+    if (this.workerCount > 1) return this.startPool();
     for (const hp of this.current.listen) {
       let sock: DatagramSocket;
       try {
@@ -228,6 +296,95 @@ export class OstpServer {
         address: formatHostPort({ host: hp.host, port: (sock.addr as Deno.NetAddr).port }),
       });
     }
+    this.startTimers();
+    return Promise.resolve();
+  }
+
+  /** Starts the worker threads (docs/workers.md). */
+  private async startPool(): Promise<void> {
+    // A port another process holds: refused here, as one worker would be (SO_REUSEPORT
+    // alone would join a group another server of this user holds).
+    for (const hp of this.current.listen) {
+      if (hp.port === 0) continue;
+      try {
+        Deno.listenDatagram({ transport: "udp", hostname: hp.host, port: hp.port }).close();
+      } catch (e) {
+        const hint = e instanceof Deno.errors.AddrInUse && this.current.listen.length > 1
+          ? " ([::] also takes IPv4 on dual-stack systems: list either [::] or 0.0.0.0 for a port)"
+          : "";
+        throw new Error(`udp ${formatHostPort(hp)}: ${(e as Error).message}${hint}`);
+      }
+    }
+    const pool = new WorkerPool({
+      count: this.workerCount,
+      config: this.current,
+      keys: () => this.allUsers().map((u) => u.key),
+      policy: () => this.policyInputs,
+      hooks: {
+        admit: (sid, k, address) => {
+          const user = this.users.byKey(k);
+          if (!user) return null;
+          const why = allowed(user, Date.now());
+          if (why) {
+            log.info("session {id} of user {user} refused: {reason}", {
+              id: hex(sid),
+              user: user.name,
+              reason: why,
+            });
+          } else this.users.addSession(user);
+          void address;
+          return why;
+        },
+        opened: (p) => {
+          log.debug("session {id} from {address} (worker {worker})", {
+            id: hex(p.sid),
+            address: p.address,
+            worker: p.worker,
+          });
+          this.events.emit("session", { type: "opened", id: p.sid, address: p.address });
+        },
+        closed: (p, reason) => {
+          log.debug("session {id} closed: {reason}", { id: hex(p.sid), reason });
+          this.events.emit("session", {
+            type: "closed",
+            id: p.sid,
+            address: p.view?.address ?? p.address,
+            reason,
+          });
+        },
+        counters: (rows) => {
+          for (const [k, up, down, streams] of rows) {
+            const user = this.users.byKey(k);
+            if (!user) continue;
+            for (let i = 0; i < streams; i++) this.users.addStream(user);
+            if ((up > 0 || down > 0) && this.users.addBytes(user, up, down)) this.queueEnforce();
+          }
+        },
+      },
+    });
+    this.pool = pool;
+    try {
+      await pool.start();
+    } catch (e) {
+      this.pool = null;
+      const hp = this.current.listen[0];
+      throw new Error(
+        `udp ${this.current.listen.length === 1 ? formatHostPort(hp) : "listeners"}: ${
+          (e as Error).message
+        }`,
+      );
+    }
+    for (const [i, a] of pool.addresses.entries()) {
+      log.info("listening on udp {address} ({kind}, {workers} workers)", {
+        kind: "linux-ffi",
+        workers: this.workerCount,
+        address: formatHostPort({ host: this.current.listen[i].host, port: a.port }),
+      });
+    }
+    this.startTimers();
+  }
+
+  private startTimers(): void {
     const interval = this.options.statsIntervalMs ?? 5000;
     this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
     // The own addresses change under a running server (DHCP, a new interface, the public
@@ -263,30 +420,9 @@ export class OstpServer {
       const user = this.userOf(s);
       if (user && this.users.addBytes(user, up, down)) this.queueEnforce();
     };
-    s.conn.onStream = (stream) => {
+    serveSession(s.conn, this.services, account, () => {
       const user = this.userOf(s);
       if (user) this.users.addStream(user);
-      serveStream(stream, this.dialer, this.relayStats, (e) => {
-        if (!isExpectedDisconnect(e)) log.debug("stream error: {error}", { error: String(e) });
-      }, account);
-    };
-    const udp = new UdpRelay(s.conn, {
-      stats: this.udpStats,
-      account,
-      lookup: this.options.lookup,
-      policy: () => this.policy,
-      onDenied: (host, port, reason, rule) =>
-        log.debug("egress refused udp {target} ({rule}): {reason}", {
-          target: formatHostPort({ host, port }),
-          rule,
-          reason,
-        }),
-    });
-    this.udpRelays.add(udp);
-    s.conn.onDatagram = (d) => udp.handle(d);
-    s.conn.closed.then(() => {
-      udp.close();
-      this.udpRelays.delete(udp);
     });
   }
 
@@ -298,38 +434,41 @@ export class OstpServer {
 
   /** The management API's view of this server (docs/api.md). */
   apiBackend(): ApiBackend {
+    const pool = this.pool;
+    // With worker threads, answers wait for fresh counters from every worker (≤ 1 s).
+    const fresh = <T>(f: () => T): T | Promise<T> => pool ? pool.refresh().then(f) : f();
+    const users = this.userBackend();
     return {
-      status: () => {
-        const t = this.stats();
-        return {
-          version: denoJson.version,
-          uptimeSeconds: Math.round(t.uptimeMs / 100) / 10,
-          sessions: t.sessions,
-          streams: t.streams,
-          users: this.users.list().length,
-          bytesSent: t.bytesSent,
-          bytesReceived: t.bytesReceived,
-          handshakes: t.handshakes,
-          migrations: t.migrations,
-          drops: t.drops,
-          egressDenied: t.egressDenied,
-        };
-      },
-      sessions: () =>
-        [...this.dispatcher.allSessions()].map((s): SessionView => {
-          const sess = s.conn.session;
+      status: () =>
+        fresh(() => {
+          const t = this.stats();
           return {
-            id: hex(s.id),
-            user: this.userOf(s)?.name ?? "?",
-            address: fmt(s.addr),
-            rttMs: Math.round(sess.rtt.smoothed * 10) / 10,
-            bytesSent: sess.stats.bytesSent,
-            bytesReceived: sess.stats.bytesReceived,
-            streams: sess.streamCount,
-            ageSeconds: Math.round((Date.now() - s.createdAt) / 1000),
+            version: denoJson.version,
+            uptimeSeconds: Math.round(t.uptimeMs / 100) / 10,
+            sessions: t.sessions,
+            streams: t.streams,
+            users: this.users.list().length,
+            bytesSent: t.bytesSent,
+            bytesReceived: t.bytesReceived,
+            handshakes: t.handshakes,
+            migrations: t.migrations,
+            drops: t.drops,
+            egressDenied: t.egressDenied,
+            forwarded: t.forwarded,
+            workers: this.workerSummaries(),
           };
         }),
+      sessions: () => fresh(() => this.sessionViews()),
       kick: (id, reason) => {
+        if (pool) {
+          for (const p of pool.sessions.values()) {
+            if (hex(p.sid) === id && p.opened) {
+              pool.close(p.sid, CloseCode.KICKED, reason);
+              return pool.closed(p.sid).then(() => true);
+            }
+          }
+          return false;
+        }
         for (const s of this.dispatcher.allSessions()) {
           if (hex(s.id) === id) {
             s.conn.close(CloseCode.KICKED, reason);
@@ -338,9 +477,73 @@ export class OstpServer {
         }
         return false;
       },
-      metrics: () => prometheus(this.stats(), this.users.snapshot()),
-      ...this.userBackend(),
+      metrics: () => fresh(() => prometheus(this.stats(), this.users.snapshot())),
+      ...users,
+      listUsers: () => fresh(() => this.users.list().map((u) => this.userView(u))),
+      getUser: (name) =>
+        fresh(() => {
+          const u = this.users.get(name);
+          return u ? this.userView(u) : undefined;
+        }),
     };
+  }
+
+  /** The live sessions as the API shows them. */
+  private sessionViews(): SessionView[] {
+    if (this.pool) {
+      const now = Date.now();
+      const out: SessionView[] = [];
+      for (const p of this.pool.sessions.values()) {
+        if (!p.opened) continue;
+        const v = p.view;
+        out.push({
+          id: hex(p.sid),
+          user: this.users.byKey(p.keyHex)?.name ?? "?",
+          address: v?.address ?? p.address,
+          rttMs: v?.rttMs ?? 0,
+          bytesSent: v?.bytesSent ?? 0,
+          bytesReceived: v?.bytesReceived ?? 0,
+          streams: v?.streams ?? 0,
+          ageSeconds: Math.round((now - p.createdAt) / 1000),
+          worker: p.worker,
+        });
+      }
+      return out;
+    }
+    return [...this.dispatcher.allSessions()].map((s): SessionView => {
+      const sess = s.conn.session;
+      return {
+        id: hex(s.id),
+        user: this.userOf(s)?.name ?? "?",
+        address: fmt(s.addr),
+        rttMs: Math.round(sess.rtt.smoothed * 10) / 10,
+        bytesSent: sess.stats.bytesSent,
+        bytesReceived: sess.stats.bytesReceived,
+        streams: sess.streamCount,
+        ageSeconds: Math.round((Date.now() - s.createdAt) / 1000),
+        worker: 0,
+      };
+    });
+  }
+
+  /** Each worker's share (one entry, index 0, with one worker). */
+  workerSummaries(): WorkerSummary[] {
+    if (!this.pool) {
+      return [{
+        index: 0,
+        sessions: this.dispatcher.sessionCount,
+        handshakes: this.dispatcher.handshakes,
+        forwarded: 0,
+        drops: { ...this.dispatcher.drops },
+      }];
+    }
+    return this.pool.stats().map((w) => ({
+      index: w.index,
+      sessions: w.sessions.length,
+      handshakes: w.handshakes,
+      forwarded: w.forwarded,
+      drops: { ...w.drops },
+    }));
   }
 
   /**
@@ -368,6 +571,17 @@ export class OstpServer {
   private applyUsers(reason: string, cfg: ServerConfig = this.current): number {
     const users = this.allUsers(cfg);
     this.users.update(users);
+    if (this.pool) {
+      const live = new Set(users.map((u) => keyHex(u.key)));
+      let closed = 0;
+      for (const p of this.pool.sessions.values()) {
+        if (live.has(p.keyHex) || p.closing) continue;
+        p.closing = true;
+        closed++;
+      }
+      this.pool.updateKeys(users.map((u) => u.key), CloseCode.KICKED, reason);
+      return closed;
+    }
     return this.dispatcher.updateKeys(users.map((u) => u.key), CloseCode.KICKED, reason);
   }
 
@@ -385,7 +599,11 @@ export class OstpServer {
   private userView(u: User, now = Date.now()): UserView {
     const c = u.counters;
     let live = 0;
-    for (const s of this.dispatcher.allSessions()) if (this.userOf(s) === u) live++;
+    if (this.pool) {
+      for (const p of this.pool.sessions.values()) if (p.opened && p.keyHex === u.keyHex) live++;
+    } else {
+      for (const s of this.dispatcher.allSessions()) if (this.userOf(s) === u) live++;
+    }
     return {
       name: u.name,
       source: this.isApiUser(u) ? "api" : "config",
@@ -530,6 +748,7 @@ export class OstpServer {
    * the limit, expired, disabled) with the reason; returns how many.
    */
   enforce(now: number = Date.now()): number {
+    if (this.pool) return this.enforcePool(this.pool, now);
     let closed = 0;
     for (const s of [...this.dispatcher.allSessions()]) {
       if (!s.conn.session.isOpen) continue;
@@ -542,6 +761,24 @@ export class OstpServer {
         reason: why,
       });
       s.conn.close(CloseCode.LIMIT_REACHED, why);
+      closed++;
+    }
+    return closed;
+  }
+
+  private enforcePool(pool: WorkerPool, now: number): number {
+    let closed = 0;
+    for (const p of [...pool.sessions.values()]) {
+      if (p.closing || !p.opened) continue;
+      const user = this.users.byKey(p.keyHex);
+      const why = user ? allowed(user, now) : null;
+      if (!why) continue;
+      log.info("closing session {id} of user {user}: {reason}", {
+        id: hex(p.sid),
+        user: user!.name,
+        reason: why,
+      });
+      pool.close(p.sid, CloseCode.LIMIT_REACHED, why);
       closed++;
     }
     return closed;
@@ -571,6 +808,7 @@ export class OstpServer {
 
   /** Current counters. */
   stats(): ServerStats {
+    if (this.pool) return this.poolStats(this.pool.stats());
     const live = [...this.dispatcher.allSessions()];
     return {
       ...trafficStats(live.map((s) => s.conn.session), performance.now() - this.startedAt),
@@ -579,7 +817,87 @@ export class OstpServer {
       handshakes: this.dispatcher.handshakes,
       migrations: live.reduce((n, s) => n + s.migrations, 0),
       egressDenied: { tcp: this.egressDeniedTcp, udp: this.udpStats.egressDenied },
+      forwarded: 0,
     };
+  }
+
+  /** The sums of the workers' latest snapshots; rtt and cwnd of the busiest session. */
+  private poolStats(workers: WorkerStats[]): ServerStats {
+    const t = trafficStats([], performance.now() - this.startedAt);
+    const drops: DropCounters = { ...this.dispatcher.drops };
+    let busiest = -1;
+    let handshakes = 0;
+    let migrations = 0;
+    let tcp = 0;
+    let udp = 0;
+    let forwarded = 0;
+    for (const w of workers) {
+      const x = w.traffic;
+      t.sessions += x.sessions;
+      t.streams += x.streams;
+      t.bytesSent += x.bytesSent;
+      t.bytesReceived += x.bytesReceived;
+      t.packetsSent += x.packetsSent;
+      t.packetsReceived += x.packetsReceived;
+      t.packetsLost += x.packetsLost;
+      t.retransmittedBytes += x.retransmittedBytes;
+      if (x.sessions > 0 && w.busiestVolume > busiest) {
+        busiest = w.busiestVolume;
+        t.rttMs = x.rttMs;
+        t.cwnd = x.cwnd;
+      }
+      for (const k of Object.keys(drops) as (keyof DropCounters)[]) drops[k] += w.drops[k];
+      handshakes += w.handshakes;
+      migrations += w.migrations;
+      tcp += w.egressDeniedTcp;
+      udp += w.udp.egressDenied;
+      forwarded += w.forwarded;
+    }
+    return {
+      ...t,
+      drops,
+      handshakes,
+      migrations,
+      egressDenied: { tcp, udp },
+      forwarded,
+    };
+  }
+
+  /** The TCP relay counters (summed over the workers with more than one). */
+  relayCounters(): RelayStats {
+    if (!this.pool) return { ...this.relayStats };
+    const r: RelayStats = { opened: 0, failed: 0, bytesUp: 0, bytesDown: 0 };
+    for (const w of this.pool.stats()) {
+      r.opened += w.relay.opened;
+      r.failed += w.relay.failed;
+      r.bytesUp += w.relay.bytesUp;
+      r.bytesDown += w.relay.bytesDown;
+    }
+    return r;
+  }
+
+  /** The UDP relay counters (summed over the workers with more than one). */
+  udpCounters(): UdpRelayStats {
+    if (!this.pool) return { ...this.udpStats };
+    const r = newUdpRelayStats();
+    for (const w of this.pool.stats()) {
+      for (const k of Object.keys(r) as (keyof UdpRelayStats)[]) r[k] += w.udp[k];
+    }
+    return r;
+  }
+
+  /**
+   * The counters after asking every worker for fresh ones (with one worker:
+   * {@link stats} as is).
+   */
+  async statsNow(): Promise<ServerStats> {
+    await this.pool?.refresh();
+    return this.stats();
+  }
+
+  /** The worker threads, with more than one (tests). */
+  get workerPool(): WorkerPool | null {
+    return this.pool;
   }
 
   /** This host's interface addresses now (empty, with a warning, when they cannot be listed). */
@@ -621,6 +939,7 @@ export class OstpServer {
       deny: cfg.egress.deny.length,
       self: this.policySelf,
     });
+    this.policyInputs = { allow: cfg.egress.allow, deny: cfg.egress.deny, self };
     return new EgressPolicy({ allow: cfg.egress.allow, deny: cfg.egress.deny, self });
   }
 
@@ -664,6 +983,7 @@ export class OstpServer {
       const interfaces = this.interfaceAddresses();
       if (this.selfOf(cfg, interfaces).join(" ") === this.policySelf) return;
       this.policy = this.buildPolicy(cfg, interfaces);
+      this.pool?.setPolicy(this.policyInputs);
       log.info("this server's own addresses changed; egress policy rebuilt (own {self})", {
         self: this.policySelf,
       });
@@ -708,6 +1028,8 @@ export class OstpServer {
     const policy = this.buildPolicy(next, this.interfaceAddresses());
     const closedSessions = this.applyUsers("access key removed", next) + this.enforce();
     this.policy = policy;
+    this.pool?.setPolicy(this.policyInputs);
+    this.pool?.setConfig(next);
     this.dispatcher.updateLimits({
       maxSessions: next.maxSessions,
       handshakeRate: next.handshakeRate,
@@ -735,6 +1057,14 @@ export class OstpServer {
       let t: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([this.refreshing, new Promise((r) => t = setTimeout(r, 200))]);
       clearTimeout(t);
+    }
+    if (this.pool) {
+      await this.pool.stop("server shutting down");
+      this.flush();
+      this.store?.close();
+      this.store = null;
+      this.events.emit("state", { state: "stopped" });
+      return;
     }
     this.dispatcher.closeAll(CloseCode.SHUTDOWN, "server shutting down");
     for (const u of this.udpRelays) u.close();

@@ -17,6 +17,7 @@ import {
   formatHostPort,
   type HostPort,
   isUnspecifiedHost,
+  MAX_SERVER_WORKERS,
   ObjectReader,
   readHostPortValue,
   readJsoncFile,
@@ -74,6 +75,7 @@ export const SERVER_FIELDS = [
   "api",
   "control",
   "egress",
+  "workers",
 ] as const;
 
 /** The fields of one `users[]` entry. */
@@ -285,6 +287,9 @@ export function parseServerConfig(
     egress: readEgressConfig(r.get("egress"), "egress", issues),
   };
   if (publicAddress) cfg.publicAddress = publicAddress;
+  if (r.has("workers") && r.get("workers") !== null) {
+    cfg.workers = r.integer("workers", 1, 1, MAX_SERVER_WORKERS);
+  }
   const control = readControlSetting(r);
   if (control !== undefined) cfg.control = control;
   if (r.has("api") && r.get("api") !== null) {
@@ -359,6 +364,9 @@ ${keyLines}
   // "egress": { "allow": ["10.91.2.0/24", "127.0.0.1:8080"], "deny": ["0.0.0.0/0:25"] },
   // Address that share links advertise, if clients reach the server under another address.
   // "publicAddress": "vpn.example.com:8443",
+  // Worker threads running the sessions (docs/workers.md); absent: one per core (at most 16).
+  // 1 runs everything on the main thread. Each worker applies handshakeRate on its own.
+  // "workers": 2,
   // Most concurrent sessions.
   "maxSessions": ${d.maxSessions},
   // Handshakes per second accepted on average (token bucket refill rate).

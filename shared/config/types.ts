@@ -11,6 +11,7 @@
  */
 
 import type { TunConfig } from "./tun_config.ts";
+import type { ClientL3Config } from "./client_l3_config.ts";
 import { parseAccessKey } from "../crypto/keys.ts";
 import type { EgressConfig } from "./egress.ts";
 import type { RoutingConfig } from "../../client/router/config.ts";
@@ -96,6 +97,21 @@ export interface ServerConfig {
    * list of non-global ranges and the server's own addresses is refused.
    */
   egress: EgressConfig;
+  /**
+   * Worker threads that run the sessions (docs/workers.md), 1..{@link MAX_SERVER_WORKERS};
+   * absent: `ostp-server` runs one per core ({@link defaultServerWorkers}), an embedding
+   * program one (in-process) unless `ServerOptions.workers` says otherwise.
+   */
+  workers?: number;
+}
+
+/** Most worker threads a server runs. */
+export const MAX_SERVER_WORKERS = 64;
+
+/** The default worker count of `ostp-server`: one per core, at most 16. */
+export function defaultServerWorkers(): number {
+  const cores = Math.floor(navigator.hardwareConcurrency || 1);
+  return Math.max(1, Math.min(16, cores));
 }
 
 /** A named user of the server (`users[]` in the config file). */
@@ -161,6 +177,8 @@ export interface ClientConfig {
   routing: RoutingConfig;
   /** System-wide capture through a TUN device (`shared/config/tun_config.ts`); absent: off. */
   tun?: TunConfig;
+  /** Layer 3: a TUN with the address the server assigns (`"l3": true` or a block). */
+  l3?: ClientL3Config;
 }
 
 /** One problem found in a configuration. */

@@ -15,6 +15,8 @@ export interface DatagramSocket {
   readonly addr: Deno.NetAddr;
   /** Which implementation this is ("deno" or "linux-ffi"). */
   readonly kind: string;
+  /** The OS descriptor, when the implementation has one (FFI). */
+  readonly fd?: number;
   /**
    * Receives until the socket closes, calling `onDatagram` for each datagram.
    * `data` is only valid during the call; `from` objects may be reused for
@@ -42,6 +44,14 @@ export interface UdpOptions {
    * mode's bypass mark (`bypass.ts`) when one is set. FFI only.
    */
   mark?: number;
+  /**
+   * Share the port with other sockets that ask for it too (`SO_REUSEPORT`,
+   * set before bind): the kernel spreads datagrams over them by a hash of the
+   * 4-tuple. FFI only (Deno's `reuseAddress` gives `SO_REUSEADDR` alone on
+   * Linux, where the last socket bound then takes every datagram): with Deno's
+   * API this throws. See {@link reusePortAvailable}.
+   */
+  reusePort?: boolean;
 }
 
 /** Deno's UDP API: portable, one promise per datagram. */
@@ -107,27 +117,40 @@ function ffiGranted(): boolean {
   }
 }
 
+/** The implementation {@link openUdp} would pick without `impl`: the `OSTP_UDP` env, else none. */
+function envImpl(): "deno" | "ffi" | undefined {
+  try {
+    const env = Deno.env.get("OSTP_UDP");
+    if (env === "deno" || env === "ffi") return env;
+  } catch {
+    // no env permission: default
+  }
+  return undefined;
+}
+
+/**
+ * True when {@link openUdp} can open sockets with `reusePort` here: the Linux
+ * FFI socket is registered, allowed (`--allow-ffi`) and not overridden by
+ * `OSTP_UDP=deno`.
+ */
+export function reusePortAvailable(): boolean {
+  return Deno.build.os === "linux" && ffiFactory != null && envImpl() !== "deno" && ffiGranted();
+}
+
 /** Opens a UDP socket with the best available implementation (never prompts for permission). */
 export function openUdp(hostname: string, port: number, opts: UdpOptions = {}): DatagramSocket {
   const mark = opts.mark ?? bypass()?.mark;
   if (mark) opts = { ...opts, mark };
-  let impl = opts.impl;
-  if (!impl) {
-    try {
-      const env = Deno.env.get("OSTP_UDP");
-      if (env === "deno" || env === "ffi") impl = env;
-    } catch {
-      // no env permission: default
-    }
-  }
+  const impl = opts.impl ?? envImpl();
   if (impl !== "deno" && ffiFactory && (impl === "ffi" || ffiGranted())) {
     try {
       return ffiFactory(hostname, port, opts);
     } catch (e) {
-      if (impl === "ffi" || opts.mark) throw e;
+      if (impl === "ffi" || opts.mark || opts.reusePort) throw e;
       // FFI unavailable (no permission, not Linux): fall back.
     }
   }
   if (opts.mark) throw new Error("marking UDP sockets (TUN mode) needs the Linux FFI UDP socket");
+  if (opts.reusePort) throw new Error("SO_REUSEPORT needs the Linux FFI UDP socket");
   return new DenoUdpSocket(hostname, port);
 }

@@ -7,6 +7,8 @@
  * - handshake time (client hello → session ready)
  *
  * Prints a table and writes `bench/results/latest.json` (ignored by git).
+ * Then the aggregate throughput of several clients against 1 and 2 server
+ * worker threads (`workers.ts`; `OSTP_BENCH_WORKERS=0` skips it).
  * Then new connections per second through the HTTP proxy and SOCKS5 against
  * shadowsocks-libev and direct (`connrate.ts`; `OSTP_BENCH_CONNRATE=0` skips it).
  * Then the client router with 100,000 domain suffixes + 100,000 CIDRs: load
@@ -24,6 +26,7 @@ import { runVeth } from "./veth.ts";
 import { benchSessions } from "./sessions.ts";
 import { benchUsers } from "./users.ts";
 import { benchRouter } from "./router.ts";
+import { benchWorkers, printWorkers } from "./workers.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
@@ -125,6 +128,14 @@ if (Deno.env.get("OSTP_BENCH_SESSIONS") !== "0") {
   );
   console.log(`  memory per session     ${f.kibPerSession.toFixed(1).padStart(7)} KiB`);
   console.log(`  handshakes per CPU s   ${f.handshakesPerSecond.toFixed(0).padStart(7)}`);
+}
+
+if (Deno.env.get("OSTP_BENCH_WORKERS") !== "0") {
+  const rows = await benchWorkers();
+  printWorkers(rows);
+  const dir = new URL("../../bench/results/", import.meta.url);
+  await Deno.mkdir(dir, { recursive: true });
+  await Deno.writeTextFile(new URL("workers.json", dir), JSON.stringify(rows, null, 2) + "\n");
 }
 
 if (Deno.env.get("OSTP_BENCH_USERS") !== "0") {

@@ -52,6 +52,16 @@ export const TEST_EGRESS_ALLOW: readonly string[] = ["127.0.0.0/8", "::1/128"];
  */
 export const EGRESS_DEFAULT = "--egress-default";
 
+/**
+ * Worker threads of every test server that does not pick its own (`--workers`):
+ * `OSTP_TEST_SERVER_WORKERS`, default 1 (the in-process path; `deno task test`
+ * runs the e2e suite again with 2).
+ */
+export function testServerWorkers(): number {
+  const v = Number(Deno.env.get("OSTP_TEST_SERVER_WORKERS") ?? "1");
+  return Number.isInteger(v) && v >= 1 ? v : 1;
+}
+
 /** Arguments plus the control socket a spawned daemon should use (null: none added). */
 export interface ControlledArgs {
   args: string[];
@@ -73,7 +83,8 @@ export interface ControlledArgs {
  * listen) — unless its arguments already hold a `--egress-…` flag (the test
  * chose its policy) or the {@link EGRESS_DEFAULT} marker, which is removed and
  * leaves the built-in policy alone. A config file's `egress` is not looked at:
- * a test whose config sets one passes a flag or the marker too.
+ * a test whose config sets one passes a flag or the marker too. A server also
+ * gets `--workers` {@link testServerWorkers} unless its arguments name a count.
  */
 export function withControlSocket(
   name: string,
@@ -90,6 +101,9 @@ export function withControlSocket(
       args = [...args, ...egressAllow.flatMap((e) => ["--egress-allow", e])];
     }
     if (!args.includes("--print-links")) args = [...args, "--print-links"];
+    if (!args.some((a) => a === "--workers" || a.startsWith("--workers="))) {
+      args = [...args, "--workers", String(testServerWorkers())];
+    }
   }
   const given = args.indexOf("--control");
   if (given >= 0) return { args, controlPath: args[given + 1] ?? null, controlDir: null };

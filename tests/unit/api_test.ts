@@ -24,6 +24,7 @@ function backend(): ApiBackend & { kicked: [string, string][] } {
       bytesReceived: 20,
       streams: 1,
       ageSeconds: 3,
+      worker: 0,
     }],
     kick: (id, reason) => {
       if (id !== "0000abcd") return false;
