@@ -132,6 +132,8 @@ interface ClientOptions {
   autoRoute?: boolean;
   stateDir?: string;
   dryRun?: boolean;
+  l3?: boolean;
+  l3DefaultRoute?: boolean;
 }
 
 function buildProgram(output: { out: string; err: string }): Command {
@@ -170,7 +172,9 @@ function buildProgram(output: { out: string; err: string }): Command {
     .option("--tun-name <name>", "name of the TUN device (default ostp0)")
     .option("--no-auto-route", "with --tun: do not route traffic into the TUN (only the device)")
     .option("--state-dir <dir>", "where the host-change journal lives (default /var/lib/ostp)")
-    .option("--dry-run", "with --tun: print every host change it would make, change nothing");
+    .option("--dry-run", "with --tun: print every host change it would make, change nothing")
+    .option("--l3", "layer-3 VPN: a TUN with the address the server assigns (root; docs/l3.md)")
+    .option("--l3-default-route", "with --l3: route everything into the tunnel too");
 }
 
 function errorResult(e: ConfigError | LinkError): { kind: "error"; text: string } {
@@ -340,7 +344,7 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
     keyGiven = true;
   }
   if (o.listen !== undefined) flag("listen", "--listen", o.listen);
-  const tunFlags = o.tunName !== undefined || o.stateDir !== undefined ||
+  const tunFlags = o.tunName !== undefined || (o.stateDir !== undefined && !o.l3) ||
     program.getOptionValueSource("autoRoute") === "cli";
   if (o.tun || (tunFlags && merged.tun !== undefined && merged.tun !== false)) {
     const t = isPlainObject(merged.tun) ? { ...merged.tun } : {};
@@ -353,6 +357,16 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
       path: "--tun",
       message: "--tun-name, --state-dir and --no-auto-route need --tun",
     });
+  }
+  if (o.l3 || o.l3DefaultRoute) {
+    if (!o.l3 && (merged.l3 === undefined || merged.l3 === false)) {
+      issues.push({ path: "--l3-default-route", message: "needs --l3" });
+    } else {
+      const l = isPlainObject(merged.l3) ? { ...merged.l3 } : {};
+      if (o.l3DefaultRoute) l.defaultRoute = true;
+      if (o.stateDir !== undefined && !o.tun) l.stateDir = o.stateDir;
+      flag("l3", "--l3", l);
+    }
   }
   if (o.control !== undefined) flag("control", "--control", o.control);
   if (o.mux !== undefined) {

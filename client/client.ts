@@ -99,6 +99,7 @@ export class OstpClient {
   private proxy: ProxyServer | null = null;
   /** TUN mode, when the config has a `tun` block (after {@link start}). */
   private tun: TunMode | null = null;
+  private l3: import("./l3/l3_mode.ts").L3Mode | null = null;
   /** The routing config in force (changes on {@link reload}). */
   private routing: RoutingConfig;
   /** The process lookup: undefined until rules first need it, null where there is none. */
@@ -274,6 +275,7 @@ export class OstpClient {
       address: formatHostPort({ host: this.proxy.addr.hostname, port: this.proxy.addr.port }),
     });
     if (this.config.tun) await this.startTun(this.config.tun);
+    if (this.config.l3) await this.startL3(this.config.l3);
     const interval = this.options.statsIntervalMs ?? 5000;
     this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
   }
@@ -306,6 +308,20 @@ export class OstpClient {
     });
   }
 
+  /** Layer 3: asks the server for addresses; the TUN comes up with the first grant. */
+  private async startL3(cfg: NonNullable<ClientConfig["l3"]>): Promise<void> {
+    const { L3Mode } = await import("./l3/l3_mode.ts");
+    if (cfg.defaultRoute) {
+      const { dialMarked } = await import("../ffi/tcp_linux.ts");
+      setBypass({ mark: cfg.mark, dial: dialMarked });
+    }
+    const host = this.config.server.host;
+    const servers = parseIp(host)
+      ? [host]
+      : (await lookup(host, { all: true })).map((a) => a.address);
+    this.l3 = await L3Mode.start(cfg, { open: () => this.pool.openL3(), servers });
+  }
+
   /** Current counters: traffic summed over sessions, then the router's. */
   stats(): ClientStats {
     const sessions = this.pool.runners.flatMap((r) => (r.conn ? [r.conn.session] : []));
@@ -329,6 +345,8 @@ export class OstpClient {
     // Host changes are undone first: the machine must not be left routing into a dead TUN.
     await this.tun?.stop();
     this.tun = null;
+    await this.l3?.stop();
+    this.l3 = null;
     setBypass(null);
     await this.proxy?.close();
     await this.router.close();

@@ -144,6 +144,8 @@ export class OstpServer {
   readonly workerCount: number;
   /** The worker threads, when {@link workerCount} > 1 (after start). */
   private pool: WorkerPool | null = null;
+  /** The layer-3 hub, when `l3` is configured. */
+  private l3: import("./l3/l3_hub_mode.ts").L3HubMode | null = null;
   /** The inputs {@link policy} was built from (sent to worker threads). */
   private policyInputs: PolicyInputs = { allow: [], deny: [], self: [] };
   /**
@@ -170,6 +172,13 @@ export class OstpServer {
   constructor(config: ServerConfig, private readonly options: ServerOptions = {}) {
     this.current = config;
     let workers = Math.max(1, Math.floor(options.workers ?? config.workers ?? 1));
+    if (workers > 1 && config.l3) {
+      log.info(
+        "running 1 worker, not {workers}: the layer-3 hub (l3) runs its sessions on one thread",
+        { workers },
+      );
+      workers = 1;
+    }
     if (workers > 1 && (options.dialer || options.lookup)) {
       log.info(
         "running 1 worker, not {workers}: an injected dialer or lookup function cannot cross " +
@@ -278,6 +287,21 @@ export class OstpServer {
       }
     }
     if (this.workerCount > 1) return this.startPool();
+    // The layer-3 hub comes up before any session can ask for it.
+    if (this.current.l3 && !this.l3) return this.startL3(this.current.l3).then(() => this.listen());
+    this.listen();
+    return Promise.resolve();
+  }
+
+  /** Brings the layer-3 hub up (docs/l3.md); the users' fixed addresses are never pooled. */
+  private async startL3(cfg: NonNullable<ServerConfig["l3"]>): Promise<void> {
+    const { L3HubMode } = await import("./l3/l3_hub_mode.ts");
+    const fixed = usersOf(this.current).flatMap((u) => (u.address ? [u.address] : []));
+    this.l3 = await L3HubMode.start(cfg, this.current.mtu, fixed);
+  }
+
+  /** Binds every listener (one worker: on this thread) and starts the timers. */
+  private listen(): void {
     for (const hp of this.current.listen) {
       let sock: DatagramSocket;
       try {
@@ -297,7 +321,6 @@ export class OstpServer {
       });
     }
     this.startTimers();
-    return Promise.resolve();
   }
 
   /** Starts the worker threads (docs/workers.md). */
@@ -420,10 +443,29 @@ export class OstpServer {
       const user = this.userOf(s);
       if (user && this.users.addBytes(user, up, down)) this.queueEnforce();
     };
+    const user = this.userOf(s);
+    const l3 = this.l3
+      ? {
+        hub: this.l3,
+        port: {
+          id: s.id,
+          owner: user?.name ?? keyHex(s.key.raw),
+          ...(this.fixedAddress(s) ? { fixed: this.fixedAddress(s)! } : {}),
+          sendDatagram: (d: Uint8Array) => s.conn.sendDatagram(d),
+          log: (message: string) => log.info("session {id}: {message}", { id: hex(s.id), message }),
+        },
+      }
+      : undefined;
     serveSession(s.conn, this.services, account, () => {
       const user = this.userOf(s);
       if (user) this.users.addStream(user);
-    });
+    }, l3);
+  }
+
+  /** The fixed layer-3 address of the user behind `s` (the config's `users[].address`). */
+  private fixedAddress(s: ServerSession): string | undefined {
+    const hex = keyHex(s.key.raw);
+    return usersOf(this.current).find((u) => keyHex(u.key) === hex)?.address;
   }
 
   /** The user a session belongs to (by its key; follows reloads). */
@@ -1067,6 +1109,8 @@ export class OstpServer {
       return;
     }
     this.dispatcher.closeAll(CloseCode.SHUTDOWN, "server shutting down");
+    await this.l3?.stop();
+    this.l3 = null;
     for (const u of this.udpRelays) u.close();
     this.udpRelays.clear();
     // Let the CLOSE datagrams leave before the sockets go.

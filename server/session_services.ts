@@ -14,6 +14,9 @@ import type { Connection } from "../shared/session/connection.ts";
 import type { EgressPolicy, Resolver } from "./egress.ts";
 import { type RelayStats, serveStream } from "./relay.ts";
 import { UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
+import { DatagramDemux, DatagramKind } from "../shared/session/datagram_demux.ts";
+import type { L3HubMode } from "./l3/l3_hub_mode.ts";
+import type { L3SessionPort } from "./l3/l3_service.ts";
 
 const log = getLog("server");
 
@@ -42,10 +45,13 @@ export function serveSession(
   services: SessionServices,
   account: (up: number, down: number) => void,
   onStream: () => void,
+  l3?: { hub: L3HubMode; port: L3SessionPort },
 ): void {
+  // The layer-3 control stream reaches the hub as a dialed upstream; the rest goes out.
+  const dialer = l3 ? l3.hub.dialerFor(l3.port, services.dialer) : services.dialer;
   conn.onStream = (stream) => {
     onStream();
-    serveStream(stream, services.dialer, services.relayStats, (e) => {
+    serveStream(stream, dialer, services.relayStats, (e) => {
       if (!isExpectedDisconnect(e)) log.debug("stream error: {error}", { error: String(e) });
     }, account);
   };
@@ -62,9 +68,13 @@ export function serveSession(
       }),
   });
   services.udpRelays.add(udp);
-  conn.onDatagram = (d) => udp.handle(d);
+  const demux = new DatagramDemux();
+  demux.on(DatagramKind.udp, (d) => udp.handle(d));
+  if (l3) demux.on(DatagramKind.l3, (d) => l3.hub.onDatagram(l3.port.id, d));
+  conn.onDatagram = demux.handle;
   conn.closed.then(() => {
     udp.close();
     services.udpRelays.delete(udp);
+    l3?.hub.sessionClosed(l3.port.id);
   });
 }

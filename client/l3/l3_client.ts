@@ -77,7 +77,6 @@ export class L3Client {
   #stopped = false;
   #wake: (() => void) | null = null;
   readonly #tx = new PacketBatch(1, 65535);
-  #out = new Uint8Array(1);
 
   constructor(deps: L3ClientDeps) {
     this.#d = deps;
@@ -118,10 +117,6 @@ export class L3Client {
         await this.#d.changed?.(grant, this.device);
       }
       this.grant = grant;
-      if (this.#out.length < 1 + grant.mtu) {
-        this.#out = new Uint8Array(1 + grant.mtu);
-        this.#out[0] = DatagramKind.l3;
-      }
       path.onPacket((p) => this.#fromTunnel(p));
       this.#path = path;
       pump ??= this.#pump();
@@ -198,12 +193,15 @@ export class L3Client {
       const path = this.#path;
       for (let i = 0; i < n; i++) {
         const len = rx.lengths[i];
-        if (!path || len + 1 > this.#out.length) {
+        if (!path) {
           this.stats.noPath++;
           continue;
         }
-        this.#out.set(rx.slots[i].subarray(0, len), 1);
-        if (path.send(this.#out.subarray(0, 1 + len))) this.stats.sent++;
+        // The session queues the datagram as given (it is sent later): one copy per packet.
+        const d = new Uint8Array(1 + len);
+        d[0] = DatagramKind.l3;
+        d.set(rx.slots[i].subarray(0, len), 1);
+        if (path.send(d)) this.stats.sent++;
       }
     }
   }

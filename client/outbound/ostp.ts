@@ -29,6 +29,9 @@ import { writeAll } from "../../shared/pipe.ts";
 import { type DatagramSocket, openUdp } from "../../shared/net/datagram.ts";
 import { getLog } from "../../shared/log.ts";
 import "../../ffi/udp_linux.ts";
+import { L3_CONTROL_TARGET } from "../../shared/l3/control.ts";
+import { DatagramKind } from "../../shared/session/datagram_demux.ts";
+import type { L3Path } from "../l3/l3_client.ts";
 
 const log = getLog("client");
 
@@ -589,6 +592,8 @@ export class OstpPool {
   private readonly udpFlows = new Map<number, PoolFlow>();
   private readonly udpCounts = new WeakMap<Connection, number>();
   private nextFlowId = crypto.getRandomValues(new Uint32Array(1))[0];
+  /** Receivers of layer-3 packets, by the session that holds the lease. */
+  private readonly l3Handlers = new Map<Connection, (payload: Uint8Array) => void>();
 
   constructor(private readonly opts: OstpPoolOptions) {
     const secrets = deriveSecrets(opts.key);
@@ -655,6 +660,11 @@ export class OstpPool {
    * answered it, and nothing of the application's was sent yet.
    */
   readonly dial: Dialer = async (target: Target): Promise<Duplex> => {
+    return (await this.open(target)).stream;
+  };
+
+  /** {@link dial}, also saying which session carries the stream. */
+  private async open(target: Target): Promise<{ stream: Duplex; conn: Connection }> {
     const request = encodeOpenRequest(target);
     const deadline = performance.now() + this.opts.connectTimeoutMs;
     for (let retried = false;; retried = true) {
@@ -672,7 +682,7 @@ export class OstpPool {
             );
           }),
         ]);
-        return stream;
+        return { stream, conn };
       } catch (e) {
         stream.reset();
         if (e instanceof DialError) throw e;
@@ -682,7 +692,27 @@ export class OstpPool {
         clearTimeout(timer);
       }
     }
-  };
+  }
+
+  /**
+   * Opens the layer-3 control stream on a connected session and hands back
+   * that session's datagram path (docs/l3.md): packets must ride the session
+   * whose control stream holds the lease.
+   */
+  async openL3(): Promise<L3Path> {
+    const { stream, conn } = await this.open(L3_CONTROL_TARGET);
+    return {
+      stream,
+      send: (payload) => conn.sendDatagram(payload),
+      onPacket: (handler) => {
+        this.l3Handlers.set(conn, handler);
+        conn.closed.then(() => {
+          if (this.l3Handlers.get(conn) === handler) this.l3Handlers.delete(conn);
+        });
+      },
+      closed: conn.closed,
+    };
+  }
 
   /**
    * The largest UDP payload a flow's datagram to an IPv4 (`family` 4) or IPv6 (6) address
@@ -712,6 +742,10 @@ export class OstpPool {
 
   private routeDatagram(conn: Connection, data: Uint8Array): void {
     if (data.length === 0) return; // the session-confirming empty datagram
+    if (data[0] === DatagramKind.l3) {
+      this.l3Handlers.get(conn)?.(data);
+      return;
+    }
     const d = decodeUdpDatagram(data);
     const f = d ? this.udpFlows.get(d.flowId) : undefined;
     if (!d || !f || f.conn !== conn) {

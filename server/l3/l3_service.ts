@@ -77,7 +77,6 @@ export class L3Service {
   readonly stats: L3ServiceStats = { granted: 0, refused: 0, tooBig: 0, clamped: 0 };
   readonly #o: L3ServiceOptions;
   readonly #members = new Map<number, Member>();
-  readonly #out: Uint8Array;
   readonly #tx = new PacketBatch(1, 65535);
   readonly #mss4: number;
   readonly #mss6: number;
@@ -85,8 +84,6 @@ export class L3Service {
 
   constructor(opts: L3ServiceOptions) {
     this.#o = opts;
-    this.#out = new Uint8Array(1 + opts.mtu);
-    this.#out[0] = DatagramKind.l3;
     this.#mss4 = mssFor(opts.mtu, 4);
     this.#mss6 = mssFor(opts.mtu, 6);
   }
@@ -196,8 +193,11 @@ export class L3Service {
       this.stats.tooBig++;
       return;
     }
-    this.#out.set(packet, 1);
-    if (!m.port.sendDatagram(this.#out.subarray(0, 1 + packet.length))) this.stats.tooBig++;
+    // The session queues the datagram as given (it is sent later): one copy per packet.
+    const d = new Uint8Array(1 + packet.length);
+    d[0] = DatagramKind.l3;
+    d.set(packet, 1);
+    if (!m.port.sendDatagram(d)) this.stats.tooBig++;
   }
 
   #toTun(packet: Uint8Array): void {

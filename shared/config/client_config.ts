@@ -29,6 +29,7 @@ import {
 import { readControlSetting } from "./control.ts";
 import { readRoutingConfig, ROUTING_FIELDS } from "../../client/router/config.ts";
 import { readTunConfig } from "./tun_config.ts";
+import { readClientL3Config } from "./client_l3_config.ts";
 
 export type { ClientConfig } from "./types.ts";
 
@@ -63,6 +64,7 @@ export const CLIENT_FIELDS = [
   "log",
   "control",
   "tun",
+  "l3",
   ...ROUTING_FIELDS,
 ] as const;
 
@@ -196,9 +198,12 @@ export function parseClientConfig(
   const control = readControlSetting(r);
   const routing = readRoutingConfig(r, { inbounds: CLIENT_INBOUNDS });
   const tun = readTunConfig(r);
+  const l3 = readClientL3Config(r);
+  if (tun && l3) r.add("l3", "give tun or l3, not both (each routes through its own TUN)");
   if (issues.length > 0 || !server || !key) throw new ConfigError(issues, source);
   const out: ClientConfig = { ...cfg, server, key, routing };
   if (tun) out.tun = tun;
+  if (l3) out.l3 = l3;
   if (auth) out.auth = auth;
   if (control !== undefined) out.control = control;
   return out;

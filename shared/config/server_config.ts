@@ -4,6 +4,7 @@
  * @module
  */
 
+import { readServerL3Config } from "./server_l3_config.ts";
 import {
   formatAccessKey,
   generateAccessKey,
@@ -76,10 +77,11 @@ export const SERVER_FIELDS = [
   "control",
   "egress",
   "workers",
+  "l3",
 ] as const;
 
 /** The fields of one `users[]` entry. */
-export const USER_FIELDS = ["name", "key", "limitBytes", "expires", "enabled"] as const;
+export const USER_FIELDS = ["name", "key", "limitBytes", "expires", "enabled", "address"] as const;
 
 const USER_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const ISO_DATE_RE =
@@ -232,6 +234,12 @@ function readUsers(r: ObjectReader, seenKeys: Map<string, string>): UserConfig[]
         u.add(u.at("enabled"), `expected true or false, got ${typeName(en)}`);
       } else user.enabled = en;
     }
+    if (u.has("address")) {
+      const a = u.string("address");
+      if (a !== undefined && !/^\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(a)) {
+        u.add(u.at("address"), "expected the user's fixed layer-3 IPv4 address (see l3)");
+      } else if (a !== undefined) user.address = a;
+    }
     if (r.issues.length === before) out.push(user);
   });
   return out;
@@ -290,6 +298,21 @@ export function parseServerConfig(
   if (r.has("workers") && r.get("workers") !== null) {
     cfg.workers = r.integer("workers", 1, 1, MAX_SERVER_WORKERS);
   }
+  const fixed = users.flatMap((u) => (u.address ? [u.address] : []));
+  const l3 = readServerL3Config(r, fixed);
+  if (l3) {
+    cfg.l3 = l3;
+    // IPv6 needs 1280 bytes on every link (RFC 8200): the kernel refuses an IPv6 address on a
+    // smaller TUN. 97 bytes of a datagram go to the packet and frame (docs/l3.md).
+    const inner = l3.mtu ?? cfg.mtu - 97;
+    if (l3.subnet6 !== undefined && inner < 1280) {
+      r.add(
+        "l3",
+        `subnet6 needs an inner MTU of at least 1280 (IPv6's minimum); it is ${inner}: ` +
+          "set mtu to at least 1377",
+      );
+    }
+  } else if (fixed.length > 0) r.add("users", "a user's address needs the l3 block");
   const control = readControlSetting(r);
   if (control !== undefined) cfg.control = control;
   if (r.has("api") && r.get("api") !== null) {

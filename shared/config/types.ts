@@ -12,6 +12,7 @@
 
 import type { TunConfig } from "./tun_config.ts";
 import type { ClientL3Config } from "./client_l3_config.ts";
+import type { ServerL3Config } from "./server_l3_config.ts";
 import { parseAccessKey } from "../crypto/keys.ts";
 import type { EgressConfig } from "./egress.ts";
 import type { RoutingConfig } from "../../client/router/config.ts";
@@ -103,6 +104,8 @@ export interface ServerConfig {
    * program one (in-process) unless `ServerOptions.workers` says otherwise.
    */
   workers?: number;
+  /** The layer-3 hub (docs/l3.md), when configured. */
+  l3?: ServerL3Config;
 }
 
 /** Most worker threads a server runs. */
@@ -126,6 +129,8 @@ export interface UserConfig {
   expires?: number;
   /** False turns the user away; default true. */
   enabled: boolean;
+  /** Fixed layer-3 address (IPv4) inside the `l3` subnet. */
+  address?: string;
 }
 
 /** SOCKS5 / HTTP proxy credentials the client's inbound asks for. */
