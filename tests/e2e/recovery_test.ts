@@ -54,8 +54,10 @@ Deno.test({
         ...proxy,
         "-m",
         "60",
+        // Fast enough that what sits in loopback socket buffers (several MiB, drained before
+        // curl sees the connection end) is read within a few seconds of the failure.
         "--limit-rate",
-        "1M",
+        "4M",
         "-o",
         "/dev/null",
         `http://127.0.0.1:${origin.port}/bytes/${32 * 1024 * 1024}`,
