@@ -55,12 +55,13 @@ Deno.test({
         "-m",
         "60",
         // Fast enough that what sits in loopback socket buffers (several MiB, drained before
-        // curl sees the connection end) is read within a few seconds of the failure.
+        // curl sees the connection end) is read within a few seconds of the failure; large
+        // enough that the server cannot have pushed it all into those buffers before the kill.
         "--limit-rate",
         "4M",
         "-o",
         "/dev/null",
-        `http://127.0.0.1:${origin.port}/bytes/${32 * 1024 * 1024}`,
+        `http://127.0.0.1:${origin.port}/bytes/${128 * 1024 * 1024}`,
       ]).then((r) => ({ ...r, at: performance.now() }));
       await new Promise((r) => setTimeout(r, 1000));
       await server.stop("SIGKILL");
