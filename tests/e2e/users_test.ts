@@ -64,15 +64,17 @@ Deno.test({
       clients.push(b.daemon);
       const url = (n: number) => `http://127.0.0.1:${origin.port}/bytes/${n}`;
       assertEquals((await get(b.proxyPort, url(2 * MiB))).code, 0, "bob fetches");
-      // alice: 4 MiB against a 1 MiB allowance: cut off in the middle.
-      const r = await get(a.proxyPort, url(4 * MiB));
+      // alice: 64 MiB against a 1 MiB allowance: cut off in the middle. With worker threads
+      // the counters reach the main thread in batches (docs/workers.md), so the cut comes a
+      // few MiB late on loopback; a transfer this long still shows it comes at all.
+      const r = await get(a.proxyPort, url(64 * MiB));
       assert(r.code !== 0, "the over-limit transfer is cut off");
       await a.daemon.waitFor(/connecting to .*\(traffic limit reached\)/, 10_000);
       assert((await get(a.proxyPort, url(1000), "8")).code !== 0, "a new fetch fails");
       assertEquals((await get(b.proxyPort, url(1000))).code, 0, "bob keeps working");
       const dump = await server.statsDump();
       const ua = dump.users.find((u: { name: string }) => u.name === "alice");
-      assert(ua.bytesDown >= MiB && ua.bytesDown < 4 * MiB, `alice down ${ua.bytesDown}`);
+      assert(ua.bytesDown >= MiB && ua.bytesDown < 32 * MiB, `alice down ${ua.bytesDown}`);
       assert(ua.sessions >= 1 && ua.streams >= 1, "sessions and streams counted");
 
       for (const [u, reason] of [[old, "account expired"], [off, "account disabled"]] as const) {
