@@ -204,7 +204,7 @@ export class WorkerNode {
     d.onSessionClosed = (s, reason) => {
       this.bySid.delete(s.id);
       this.keyOf.delete(s);
-      log.debug("session {id} closed: {reason}", { id: hex(s.id), reason });
+      // The main thread logs it (once, with the user), as with one worker.
       this.postCounters();
       this.post({ type: "closed", sid: s.id, reason });
     };
@@ -405,10 +405,6 @@ export class WorkerNode {
 
 function buildPolicy(p: PolicyInputs): EgressPolicy {
   return new EgressPolicy({ allow: p.allow, deny: p.deny, self: p.self });
-}
-
-function hex(id: number): string {
-  return id.toString(16).padStart(8, "0");
 }
 
 function fmt(a: Deno.NetAddr): string {
