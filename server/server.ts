@@ -19,7 +19,7 @@ import "../ffi/udp_linux.ts";
 import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./dispatcher.ts";
 import type { RelayStats } from "./relay.ts";
 import { newUdpRelayStats, type UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
-import { serveSession, type SessionServices } from "./session_services.ts";
+import { closeDataPlane, serveSession, type SessionServices } from "./session_services.ts";
 import { WorkerPool } from "./worker_pool.ts";
 import type { PolicyInputs, WorkerStats } from "./worker_protocol.ts";
 import { EgressPolicy, localAddresses, type Resolver, systemResolver } from "./egress.ts";
@@ -1108,21 +1108,18 @@ export class OstpServer {
       this.events.emit("state", { state: "stopped" });
       return;
     }
-    this.dispatcher.closeAll(CloseCode.SHUTDOWN, "server shutting down");
+    await closeDataPlane(
+      {
+        dispatcher: this.dispatcher,
+        udpRelays: this.udpRelays,
+        sockets: this.sockets,
+        loops: this.loops,
+      },
+      CloseCode.SHUTDOWN,
+      "server shutting down",
+    );
     await this.l3?.stop();
     this.l3 = null;
-    for (const u of this.udpRelays) u.close();
-    this.udpRelays.clear();
-    // Let the CLOSE datagrams leave before the sockets go.
-    await new Promise((r) => setTimeout(r, 20));
-    for (const s of this.sockets) {
-      try {
-        s.close();
-      } catch {
-        // already closed
-      }
-    }
-    await Promise.allSettled(this.loops);
     this.flush();
     this.store?.close();
     this.store = null;

@@ -17,6 +17,8 @@ import { UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 import { DatagramDemux, DatagramKind } from "../shared/session/datagram_demux.ts";
 import type { L3HubMode } from "./l3/l3_hub_mode.ts";
 import type { L3SessionPort } from "./l3/l3_service.ts";
+import type { Dispatcher } from "./dispatcher.ts";
+import type { DatagramSocket } from "../shared/net/datagram.ts";
 
 const log = getLog("server");
 
@@ -77,4 +79,34 @@ export function serveSession(
     services.udpRelays.delete(udp);
     l3?.hub.sessionClosed(l3.port.id);
   });
+}
+
+/**
+ * Ends one thread's data plane (the main thread with one worker, or a
+ * worker): every session closed with `code` and `reason`, the UDP relays,
+ * then — once the CLOSE datagrams had a moment to leave — the sockets, and
+ * waits for their receive loops.
+ */
+export async function closeDataPlane(
+  plane: {
+    dispatcher: Dispatcher | null | undefined;
+    udpRelays: Set<UdpRelay>;
+    sockets: readonly DatagramSocket[];
+    loops: readonly Promise<void>[];
+  },
+  code: number,
+  reason: string,
+): Promise<void> {
+  plane.dispatcher?.closeAll(code, reason);
+  for (const u of plane.udpRelays) u.close();
+  plane.udpRelays.clear();
+  await new Promise((r) => setTimeout(r, 20));
+  for (const s of plane.sockets) {
+    try {
+      s.close();
+    } catch {
+      // already closed
+    }
+  }
+  await Promise.allSettled(plane.loops);
 }

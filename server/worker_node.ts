@@ -26,7 +26,7 @@ import type { RelayStats } from "./relay.ts";
 import { newUdpRelayStats, type UdpRelay, type UdpRelayStats } from "./udp_relay.ts";
 import { EgressPolicy } from "./egress.ts";
 import { createEgressDialer } from "./egress_dialer.ts";
-import { serveSession, type SessionServices } from "./session_services.ts";
+import { closeDataPlane, serveSession, type SessionServices } from "./session_services.ts";
 import { keyHex } from "./users.ts";
 import { CounterBatch, EAGER_COUNTER_BYTES } from "./counter_batch.ts";
 import { ForwardBatch, readForwards } from "./forwarding.ts";
@@ -384,19 +384,16 @@ export class WorkerNode {
     if (this.stopping) return;
     this.stopping = true;
     for (const t of this.timers) clearInterval(t);
-    this.dispatcher?.closeAll(code || CloseCode.SHUTDOWN, reason);
-    for (const u of this.udpRelays) u.close();
-    this.udpRelays.clear();
-    // Let the CLOSE datagrams leave before the sockets go.
-    await new Promise((r) => setTimeout(r, 20));
-    for (const s of this.sockets) {
-      try {
-        s.close();
-      } catch {
-        // already closed
-      }
-    }
-    await Promise.allSettled(this.loops);
+    await closeDataPlane(
+      {
+        dispatcher: this.dispatcher,
+        udpRelays: this.udpRelays,
+        sockets: this.sockets,
+        loops: this.loops,
+      },
+      code || CloseCode.SHUTDOWN,
+      reason,
+    );
     this.postCounters();
     for (const p of this.ports.values()) p.close();
     this.post({ type: "stopped" });

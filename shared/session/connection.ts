@@ -90,7 +90,11 @@ export class Connection {
     return s;
   }
 
-  /** Sends an unreliable datagram; false if it was refused (too big or closed). */
+  /**
+   * Sends an unreliable datagram; false if it was refused (too big or closed).
+   * `data` is queued as given, not copied, and read when the next packet is
+   * built: the caller must not reuse the buffer.
+   */
   sendDatagram(data: Uint8Array): boolean {
     const ok = this.session.sendDatagram(data);
     if (ok) this.kick();
