@@ -16,14 +16,15 @@ import {
 import { CloseCode, Receive, Session, type SessionConfig } from "../shared/session/session.ts";
 import { decodeHandshakeDatagram, ReplayCache } from "../shared/wire/handshake.ts";
 import { TokenBucket } from "./token_bucket.ts";
+import type { Endpoint } from "../shared/carrier/carrier.ts";
 import { MIN_PACKET_LENGTH, PacketCodec, unmaskSessionId } from "../shared/wire/packet.ts";
 
 /** Where a datagram came from and how to answer it. */
 export interface Peer {
-  /** Address of the sender. */
-  addr: Deno.NetAddr;
-  /** Sends a datagram back out of the socket it arrived on. */
-  send(data: Uint8Array, to: Deno.NetAddr): void;
+  /** The sender's path (a carrier endpoint: UDP address, fake-TCP flow, TLS connection). */
+  addr: Endpoint;
+  /** Sends a datagram back out of the carrier it arrived on. */
+  send(data: Uint8Array, to: Endpoint): void;
 }
 
 /** Why datagrams were dropped without a reply. */
@@ -86,7 +87,8 @@ export interface ServerSession {
   /** The key entry itself (survives reloads that reorder keys). */
   readonly key: KeyEntry;
   readonly conn: Connection;
-  addr: Deno.NetAddr;
+  /** The path the session's packets go to (it moves when the client roams or changes carrier). */
+  addr: Endpoint;
   addrKey: string;
   peer: Peer;
   readonly createdAt: number;
@@ -119,9 +121,9 @@ export interface KeyEntry {
   readonly masker: Masker;
 }
 
-/** Key of an address in maps. */
-export function addrKey(a: Deno.NetAddr): string {
-  return `${a.hostname}|${a.port}`;
+/** Key of an endpoint in maps. */
+export function addrKey(a: Endpoint): string {
+  return a.key;
 }
 
 /** Session table plus handshake acceptance. */
@@ -210,6 +212,27 @@ export class Dispatcher {
   /** Entries in the handshake replay cache. */
   get replayCacheSize(): number {
     return this.replay.size;
+  }
+
+  /**
+   * True when `data` looks like a client's: a hello framed under one of the
+   * keys (one HMAC per key, no Noise work), or a packet whose masked session
+   * id names a live session of its key (a session moving to a new stream
+   * carrier). The stream carriers' admission check (`AdmitFirst`): a TLS
+   * connection whose first frame fails it goes to the fallback web server.
+   * Spends key-trial tokens like {@link handle}; never throws.
+   */
+  recognizes(data: Uint8Array): boolean {
+    if (this.keys.length > 1 && !this.trialTokens.take(this.keys.length)) return false;
+    for (let k = 0; k < this.keys.length; k++) {
+      const entry = this.keys[k];
+      if (data.length >= MIN_PACKET_LENGTH) {
+        const s = this.sessions.get(unmaskSessionId(entry.masker, data));
+        if (s && s.key === entry) return true;
+      }
+      if (decodeHandshakeDatagram(entry.masker, data)) return true;
+    }
+    return false;
   }
 
   /** Handles one datagram. Never throws for any input. */
@@ -355,7 +378,12 @@ export class Dispatcher {
     // The peer object is shared by every datagram of its socket: keep this one's address.
     const addr = peer.addr;
     const sid = hello.sessionId;
-    this.reserve!({ sessionId: sid, ephemeral: hello.ephemeral, key: entry.raw, address: addr })
+    this.reserve!({
+      sessionId: sid,
+      ephemeral: hello.ephemeral,
+      key: entry.raw,
+      address: addr.address,
+    })
       .then((a) => {
         this.pendingHellos.delete(pendingKey);
         if (a.kind === "drop") {
@@ -378,7 +406,7 @@ export class Dispatcher {
     k: number,
     hello: AcceptedHello,
     peer: Peer,
-    addr: Deno.NetAddr,
+    addr: Endpoint,
     key: string,
     refusedBy?: string | null,
   ): void {

@@ -14,7 +14,9 @@ import { Emitter, type TrafficStats, trafficStats } from "../shared/events.ts";
 import { getLog } from "../shared/log.ts";
 import { CloseCode } from "../shared/session/session.ts";
 import { createDirectDialer } from "../shared/net/direct.ts";
-import { type DatagramSocket, openUdp, reusePortAvailable } from "../shared/net/datagram.ts";
+import { reusePortAvailable } from "../shared/net/datagram.ts";
+import { type CarrierListener, formatEndpoint } from "../shared/carrier/carrier.ts";
+import { UdpListener } from "../shared/carrier/udp.ts";
 import "../ffi/udp_linux.ts";
 import { Dispatcher, type DropCounters, type Peer, type ServerSession } from "./dispatcher.ts";
 import type { RelayStats } from "./relay.ts";
@@ -137,7 +139,10 @@ export class OstpServer {
   /** Key (hex) of every live session, to find its user. */
   private readonly sessionKeys = new WeakMap<ServerSession, string>();
 
-  private readonly sockets: DatagramSocket[] = [];
+  /** The UDP listeners (one per listen address). */
+  private readonly sockets: UdpListener[] = [];
+  /** Every carrier listener: the UDP ones, then the others (docs/carriers.md). */
+  private readonly listeners: CarrierListener[] = [];
   private readonly dialer: Dialer;
   private readonly services: SessionServices;
   /** Worker threads in use (1: the in-process path, {@link dispatcher}). */
@@ -258,13 +263,13 @@ export class OstpServer {
   /** Addresses actually bound (ports resolved when 0 was asked for). */
   get addresses(): Deno.NetAddr[] {
     if (this.pool) return this.pool.addresses;
-    return this.sockets.map((s) => s.addr);
+    return this.sockets.map((s) => s.local);
   }
 
   /** UDP implementation in use ("linux-ffi" or "deno"). */
   get socketKind(): string {
     if (this.pool) return this.pool.addresses.length > 0 ? "linux-ffi" : "none";
-    return this.sockets[0]?.kind ?? "none";
+    return this.sockets[0]?.socket.kind ?? "none";
   }
 
   /**
@@ -303,21 +308,23 @@ export class OstpServer {
   /** Binds every listener (one worker: on this thread) and starts the timers. */
   private listen(): void {
     for (const hp of this.current.listen) {
-      let sock: DatagramSocket;
+      let sock: UdpListener;
       try {
-        sock = openUdp(hp.host, hp.port);
+        sock = UdpListener.open(hp.host, hp.port);
       } catch (e) {
         for (const s of this.sockets.splice(0)) s.close();
+        this.listeners.splice(0);
         const hint = e instanceof Deno.errors.AddrInUse && this.current.listen.length > 1
           ? " ([::] also takes IPv4 on dual-stack systems: list either [::] or 0.0.0.0 for a port)"
           : "";
         throw new Error(`udp ${formatHostPort(hp)}: ${(e as Error).message}${hint}`);
       }
       this.sockets.push(sock);
+      this.listeners.push(sock);
       this.loops.push(this.receiveLoop(sock));
       log.info("listening on udp {address} ({kind})", {
-        kind: sock.kind,
-        address: formatHostPort({ host: hp.host, port: (sock.addr as Deno.NetAddr).port }),
+        kind: sock.socket.kind,
+        address: formatHostPort({ host: hp.host, port: sock.local.port }),
       });
     }
     this.startTimers();
@@ -423,9 +430,10 @@ export class OstpServer {
     this.events.emit("state", { state: "running" });
   }
 
-  private receiveLoop(sock: DatagramSocket): Promise<void> {
-    const peer: Peer = { addr: sock.addr, send: (data, to) => sock.send(data, to) };
-    return sock.run((data, from) => {
+  private receiveLoop(carrier: CarrierListener): Promise<void> {
+    // `addr` is set per datagram, before the dispatcher reads it.
+    const peer: Peer = { addr: null!, send: (data, to) => carrier.send(data, to) };
+    return carrier.run((data, from) => {
       peer.addr = from;
       try {
         this.dispatcher.handle(data, peer);
@@ -1112,7 +1120,7 @@ export class OstpServer {
       {
         dispatcher: this.dispatcher,
         udpRelays: this.udpRelays,
-        sockets: this.sockets,
+        listeners: this.listeners,
         loops: this.loops,
       },
       CloseCode.SHUTDOWN,
@@ -1181,6 +1189,4 @@ function hex(id: number): string {
   return id.toString(16).padStart(8, "0");
 }
 
-function fmt(a: Deno.NetAddr): string {
-  return formatHostPort({ host: a.hostname, port: a.port });
-}
+const fmt = formatEndpoint;

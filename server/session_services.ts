@@ -18,7 +18,6 @@ import { DatagramDemux, DatagramKind } from "../shared/session/datagram_demux.ts
 import type { L3HubMode } from "./l3/l3_hub_mode.ts";
 import type { L3SessionPort } from "./l3/l3_service.ts";
 import type { Dispatcher } from "./dispatcher.ts";
-import type { DatagramSocket } from "../shared/net/datagram.ts";
 
 const log = getLog("server");
 
@@ -84,14 +83,14 @@ export function serveSession(
 /**
  * Ends one thread's data plane (the main thread with one worker, or a
  * worker): every session closed with `code` and `reason`, the UDP relays,
- * then — once the CLOSE datagrams had a moment to leave — the sockets, and
+ * then — once the CLOSE datagrams had a moment to leave — the carriers' listeners, and
  * waits for their receive loops.
  */
 export async function closeDataPlane(
   plane: {
     dispatcher: Dispatcher | null | undefined;
     udpRelays: Set<UdpRelay>;
-    sockets: readonly DatagramSocket[];
+    listeners: readonly { close(): void }[];
     loops: readonly Promise<void>[];
   },
   code: number,
@@ -101,7 +100,7 @@ export async function closeDataPlane(
   for (const u of plane.udpRelays) u.close();
   plane.udpRelays.clear();
   await new Promise((r) => setTimeout(r, 20));
-  for (const s of plane.sockets) {
+  for (const s of plane.listeners) {
     try {
       s.close();
     } catch {

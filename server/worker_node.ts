@@ -12,7 +12,8 @@ import { formatHostPort } from "../shared/config/types.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
 import { CloseCode } from "../shared/session/session.ts";
 import { createDirectDialer } from "../shared/net/direct.ts";
-import { type DatagramSocket, openUdp } from "../shared/net/datagram.ts";
+import { type Endpoint, formatEndpoint } from "../shared/carrier/carrier.ts";
+import { udpEndpoint, UdpListener } from "../shared/carrier/udp.ts";
 import { trafficStats } from "../shared/events.ts";
 import "../ffi/udp_linux.ts";
 import {
@@ -53,7 +54,7 @@ export type PostToMain = (m: FromWorker, transfer?: Transferable[]) => void;
 export class WorkerNode {
   private index = -1;
   private dispatcher: Dispatcher | null = null;
-  private readonly sockets: DatagramSocket[] = [];
+  private readonly sockets: UdpListener[] = [];
   /** One reply path per socket (its `addr` is set per datagram). */
   private readonly peers: Peer[] = [];
   private readonly loops: Promise<void>[] = [];
@@ -210,7 +211,7 @@ export class WorkerNode {
     };
     try {
       for (const hp of cfg.listen) {
-        const sock = openUdp(hp.host, hp.port, { reusePort: true });
+        const sock = UdpListener.open(hp.host, hp.port, { reusePort: true });
         this.sockets.push(sock);
       }
     } catch (e) {
@@ -223,7 +224,8 @@ export class WorkerNode {
       return;
     }
     for (const sock of this.sockets) {
-      const peer: Peer = { addr: sock.addr, send: (data, to) => sock.send(data, to) };
+      // `addr` is set per datagram, before the dispatcher reads it.
+      const peer: Peer = { addr: null!, send: (data, to) => sock.send(data, to) };
       this.peers.push(peer);
       this.loops.push(sock.run((data, from) => {
         peer.addr = from;
@@ -243,8 +245,8 @@ export class WorkerNode {
     );
     this.post({
       type: "ready",
-      addresses: this.sockets.map((s) => ({ hostname: s.addr.hostname, port: s.addr.port })),
-      fds: this.sockets.flatMap((s) => s.fd === undefined ? [] : [s.fd]),
+      addresses: this.sockets.map((s) => ({ hostname: s.local.hostname, port: s.local.port })),
+      fds: this.sockets.flatMap((s) => s.socket.fd === undefined ? [] : [s.socket.fd]),
     });
   }
 
@@ -279,7 +281,7 @@ export class WorkerNode {
     if (listener < 0) return false;
     let batch = this.outgoing.get(owner);
     if (!batch) this.outgoing.set(owner, batch = new ForwardBatch());
-    if (!batch.add(listener, peer.addr, data)) return false;
+    if (peer.addr.carrier !== "udp" || !batch.add(listener, peer.addr.address, data)) return false;
     this.forwarded++;
     if (!this.forwardQueued) {
       // One message per target at the end of this receive batch.
@@ -309,7 +311,7 @@ export class WorkerNode {
         const peer = this.peers[listener];
         if (!peer) return;
         this.forwardedIn++;
-        peer.addr = this.addressOf(hostname, port);
+        peer.addr = udpEndpoint(this.addressOf(hostname, port));
         try {
           d.handle(data, peer);
         } catch (e) {
@@ -388,7 +390,7 @@ export class WorkerNode {
       {
         dispatcher: this.dispatcher,
         udpRelays: this.udpRelays,
-        sockets: this.sockets,
+        listeners: this.sockets,
         loops: this.loops,
       },
       code || CloseCode.SHUTDOWN,
@@ -404,6 +406,6 @@ function buildPolicy(p: PolicyInputs): EgressPolicy {
   return new EgressPolicy({ allow: p.allow, deny: p.deny, self: p.self });
 }
 
-function fmt(a: Deno.NetAddr): string {
-  return formatHostPort({ host: a.hostname, port: a.port });
+function fmt(a: Deno.NetAddr | Endpoint): string {
+  return "key" in a ? formatEndpoint(a) : formatHostPort({ host: a.hostname, port: a.port });
 }

@@ -20,13 +20,15 @@ import {
   type HelloParams,
   readServerHello,
 } from "../../shared/session/handshake.ts";
-import { CloseCode, Session, type SessionConfig } from "../../shared/session/session.ts";
+import { CloseCode, Receive, Session, type SessionConfig } from "../../shared/session/session.ts";
 import { encodeOpenRequest, readOpenReply } from "../../shared/wire/open.ts";
 import { decodeUdpDatagram, encodeUdpDatagram, udpHeaderSize } from "../../shared/wire/udp.ts";
 import type { UdpFlow, UdpFlowOpener } from "./outbound.ts";
 import { PacketCodec } from "../../shared/wire/packet.ts";
 import { writeAll } from "../../shared/pipe.ts";
-import { type DatagramSocket, openUdp } from "../../shared/net/datagram.ts";
+import type { DatagramSocket } from "../../shared/net/datagram.ts";
+import type { CarrierDialer, CarrierLink } from "../../shared/carrier/carrier.ts";
+import { UdpDialer } from "../../shared/carrier/udp.ts";
 import { getLog } from "../../shared/log.ts";
 import "../../ffi/udp_linux.ts";
 import { L3_CONTROL_TARGET } from "../../shared/l3/control.ts";
@@ -60,8 +62,24 @@ export interface OstpPoolOptions {
   onUnresponsive?: (index: number, silentMs: number) => void;
   /** Resolves the server's name (default: `node:dns/promises` `lookup`); bounded by the connect timeout. */
   lookup?: (host: string) => Promise<{ address: string }>;
-  /** Opens a UDP socket (default: `openUdp`); may throw (EMFILE, …). */
+  /** Opens a UDP socket (default: `openUdp`); may throw (EMFILE, …). Ignored with `carriers`. */
   openSocket?: (hostname: string, port: number) => DatagramSocket;
+  /**
+   * The carriers to reach the server on, in fallback order (default: UDP
+   * alone). Each has its own server port. A handshake that gets no answer
+   * on one carrier makes the next attempt use the next; a live session whose
+   * server stops answering tries the next carrier too, and moves there
+   * without a new handshake when the server answers on it (docs/carriers.md).
+   */
+  carriers?: readonly CarrierRoute[];
+}
+
+/** One carrier of the pool and the server port it reaches. */
+export interface CarrierRoute {
+  /** Opens links of this carrier. */
+  dialer: CarrierDialer;
+  /** The server's port for it (default: the server's UDP port). */
+  port?: number;
 }
 
 /** Thrown when the handshake got no valid answer in time. */
@@ -89,7 +107,10 @@ const ANSWER_GRACE_MS = 50;
 
 /** One handshake on its own fresh socket. */
 interface Attempt {
-  socket: DatagramSocket;
+  /** The attempt's own link (null until dialed). */
+  link: CarrierLink | null;
+  /** Index of its carrier in the pool's carrier list. */
+  carrier: number;
   /**
    * The server's address this attempt resolved and handshakes with; it
    * becomes the runner's `serverAddr` only when the attempt's session is
@@ -107,11 +128,18 @@ interface Attempt {
   installed: boolean;
   /** The silent session answered again first: an answer that still comes is closed at once. */
   cancelled: boolean;
+  /** The silent session's packets went out on this attempt's link too. */
+  carried: boolean;
+  /**
+   * The attempt reaches the live session's server host (its name may have
+   * moved): only then may the silent session's packets take its link.
+   */
+  sameServer: boolean;
 }
 
-function closeQuietly(sock: DatagramSocket): void {
+function closeQuietly(link: CarrierLink | null): void {
   try {
-    sock.close();
+    link?.close();
   } catch {
     // already closed
   }
@@ -135,7 +163,11 @@ export class SessionRunner {
   /** Receives the unreliable datagrams of every connection this runner makes. */
   onDatagram: ((conn: Connection, data: Uint8Array) => void) | null = null;
 
-  private socket: DatagramSocket | null = null;
+  private link: CarrierLink | null = null;
+  /** Carriers in fallback order. */
+  private readonly carriers: readonly CarrierRoute[];
+  /** Index of the carrier the next handshake attempt uses. */
+  private nextCarrier = 0;
   private stopped = false;
   private waiters: (() => void)[] = [];
   private loop: Promise<void> | null = null;
@@ -155,7 +187,11 @@ export class SessionRunner {
     private readonly opts: OstpPoolOptions,
     private readonly secrets: KeySecrets,
     private readonly masker: Masker,
-  ) {}
+  ) {
+    this.carriers = opts.carriers?.length
+      ? opts.carriers
+      : [{ dialer: new UdpDialer(opts.openSocket) }];
+  }
 
   /** Starts the keep-alive loop. */
   start(): void {
@@ -226,7 +262,7 @@ export class SessionRunner {
         // The session ended (idle timeout, closed by the server): reconnect.
         this.conn = null;
         this.silent = false;
-        this.closeSocket();
+        this.closeLink();
         const info = conn.session.closeInfo;
         this.setState("connecting", info.reason || `closed (code ${info.code})`);
         failures = performance.now() - connectedAt > LASTING_SESSION_MS ? 0 : failures + 1;
@@ -237,7 +273,8 @@ export class SessionRunner {
         if (this.state !== "connected") {
           // The silent server answered again before a new handshake did.
           failures = 0;
-          this.setState("connected", "the server answers again");
+          this.setState("connected", this.movedDetail ?? "the server answers again");
+          this.movedDetail = null;
         }
         await this.pause(Infinity); // until the session closes or goes silent
         continue;
@@ -293,15 +330,9 @@ export class SessionRunner {
     }
   }
 
-  private closeSocket(): void {
-    if (this.socket) closeQuietly(this.socket);
-    this.socket = null;
-  }
-
-  /** A fresh UDP socket of `to`'s family (may throw: EMFILE and the like). */
-  private openSocket(to: Deno.NetAddr | null): DatagramSocket {
-    const v6 = to?.hostname.includes(":") ?? false;
-    return (this.opts.openSocket ?? openUdp)(v6 ? "::" : "0.0.0.0", 0);
+  private closeLink(): void {
+    closeQuietly(this.link);
+    this.link = null;
   }
 
   /** True while the live session's server does not answer (a new handshake runs beside it). */
@@ -309,73 +340,128 @@ export class SessionRunner {
     return this.silent;
   }
 
-  /** Local UDP port of the current socket (0 when none). */
+  /** Local port of the current link (0 when none). */
   get localPort(): number {
-    return this.socket ? this.socket.addr.port : 0;
+    return this.link ? this.link.localPort : 0;
+  }
+
+  /** The carrier the live session rides on ("udp", "faketcp", …; "" when none). */
+  get carrier(): string {
+    return this.link?.kind ?? "";
   }
 
   /**
-   * Moves the live session to a fresh UDP socket (a new source port) without a
-   * new handshake: NAT rebinding on demand, and the "socket hopping" that
-   * defeats per-flow throttling. The server follows once it has seen the
-   * new address's authenticated packets. Returns false when not connected,
-   * or when no new socket can be opened (logged; the session stays on its
-   * socket). Never throws: it runs from a signal listener and a control command.
+   * Moves the live session to a fresh link of its carrier (a new source
+   * port) without a new handshake: NAT rebinding on demand, and the "socket
+   * hopping" that defeats per-flow throttling. The server follows once it
+   * has seen the new path's authenticated packets. Returns false when not
+   * connected, or when no new link can be opened at once (logged; the session
+   * stays where it is). Never throws: it runs from a signal listener and a
+   * control command.
    */
   rebind(): boolean {
-    if (!this.conn || !this.socket) return false;
-    const old = this.socket;
-    let sock: DatagramSocket;
+    const server = this.serverAddr;
+    if (!this.conn || !this.link || !server) return false;
+    const route = this.carriers[this.linkCarrier];
+    let link: CarrierLink;
     try {
-      sock = this.openSocket(this.serverAddr);
+      const open = route.dialer.openNow;
+      if (!open) return false; // stream carriers hop by reconnecting (docs/carriers.md)
+      link = open.call(route.dialer, server);
     } catch (e) {
-      log.warn("session {index}: cannot open a new UDP socket to move to: {error}", {
+      log.warn("session {index}: cannot open a new {carrier} link to move to: {error}", {
         index: this.index,
+        carrier: route.dialer.kind,
         error: String(e),
       });
       return false;
     }
-    this.socket = sock;
-    this.receiveLoop(sock, null);
+    this.switchLink(link, this.linkCarrier);
     // Elicit acks from the server so it sees the new address at once.
     this.conn.session.ping();
     this.conn.flush();
-    setTimeout(() => closeQuietly(old), 2000);
     return true;
   }
 
+  /** Makes `link` the live session's path; the old one lingers a moment for packets in flight. */
+  private switchLink(link: CarrierLink, carrier: number): void {
+    const old = this.link;
+    this.link = link;
+    this.linkCarrier = carrier;
+    if (!this.reading.has(link)) this.receiveLoop(link, null);
+    if (old && old !== link) setTimeout(() => closeQuietly(old), 2000);
+  }
+
   private readonly send = (d: Uint8Array): void => {
-    const to = this.serverAddr;
-    if (!this.socket || !to) return;
-    this.socket.send(d, to);
+    this.link?.send(d);
+    // While a silent session waits on a handshake attempt over another carrier,
+    // its packets take that path too: if the server still knows the session and
+    // answers there, the session moves to it without a new handshake.
+    const a = this.attempt;
+    if (a?.link && a.link !== this.link && this.silent && !a.installed && a.sameServer) {
+      a.carried = true;
+      a.link.send(d);
+    }
   };
 
   private serverAddr: Deno.NetAddr | null = null;
+  /** Index of the live link's carrier. */
+  private linkCarrier = 0;
+  /** Links whose receive loop runs. */
+  private readonly reading = new WeakSet<CarrierLink>();
 
   /**
-   * Reads one socket until it closes: for a handshake `attempt`, the server's
-   * answer first; then the current session's packets.
+   * Reads one link until it closes: for a handshake `attempt`, the server's
+   * answer first (or, while the live session is silent, that session's
+   * packets arriving on the new path); then the current session's packets.
    */
-  private receiveLoop(sock: DatagramSocket, attempt: Attempt | null): void {
-    sock.run((data, from) => {
-      const server = attempt !== null && !attempt.installed ? attempt.server : this.serverAddr;
-      if (from.port !== server?.port) return;
+  private receiveLoop(link: CarrierLink, attempt: Attempt | null): void {
+    this.reading.add(link);
+    link.run((data) => {
       if (attempt !== null && !attempt.installed) {
-        this.onServerHello(attempt, data);
+        if (this.onServerHello(attempt, data)) return;
+        const conn = this.conn;
+        if (!conn || !this.silent || attempt.answer) return;
+        // The silent session's server answers on the attempt's carrier.
+        if (conn.receive(data) !== Receive.DROPPED && this.conn === conn) {
+          this.migrateTo(attempt);
+        }
         return;
       }
+      // The live link, or one lingering after a move: packets in flight still count.
       this.conn?.receive(data);
     }).then(() => {
-      // Only the current socket's end ends the session.
-      if (sock === this.socket) this.conn?.close(CloseCode.INTERNAL, "socket closed");
+      // Only the current link's end ends the session.
+      if (link === this.link) this.conn?.close(CloseCode.INTERNAL, `${link.kind} link closed`);
     });
   }
 
-  /** A datagram on an attempt's socket before its answer is adopted: the server hello, or noise. */
-  private onServerHello(a: Attempt, data: Uint8Array): void {
-    if (a.answer) return; // a repeated answer, or a late packet
+  /**
+   * The live session answered on a handshake attempt's link: the session
+   * moves to that carrier (no new handshake) and the attempt ends.
+   */
+  private migrateTo(a: Attempt): void {
+    if (!a.link || a.installed) return;
+    a.installed = true; // the attempt's link is taken; the handshake loop ends
+    a.cancelled = true;
+    const from = this.link?.kind ?? "?";
+    this.switchLink(a.link, a.carrier);
+    this.nextCarrier = a.carrier;
+    this.movedDetail = from === a.link.kind
+      ? `the server answers on a new ${from} path (local port ${a.link.localPort}), same session`
+      : `moved from ${from} to ${a.link.kind} (local port ${a.link.localPort}), same session`;
+    this.silent = false;
+    this.poke();
+  }
+
+  /**
+   * A datagram on an attempt's link before its answer is adopted: the
+   * server hello (true), or anything else (false).
+   */
+  private onServerHello(a: Attempt, data: Uint8Array): boolean {
+    if (a.answer) return false; // a repeated answer (dropped by the session), or its packet
     const ok = readServerHello(a.hello, this.masker, data);
-    if (!ok) return;
+    if (!ok) return false;
     const mtu = Math.min(a.params.maxDatagramSize, ok.params.maxDatagramSize);
     a.answer = new Session({
       protector: new PacketCodec({
@@ -394,17 +480,18 @@ export class SessionRunner {
     if (old && old.isOpen && this.silent && !a.cancelled) {
       setTimeout(() => this.adopt(a), ANSWER_GRACE_MS);
     } else this.adopt(a);
+    return true;
   }
 
   /** Installs an attempt's answered session, or closes it if the silent session answered first. */
   private adopt(a: Attempt): void {
     const session = a.answer!;
+    const link = a.link!;
     if (a.cancelled || this.stopped || this.attempt !== a) {
-      // Tell the server to drop the session we will not use.
-      const sock = a.socket;
-      const to = a.server;
-      new Connection(session, (d) => sock.send(d, to)).close(CloseCode.NORMAL, "superseded");
-      closeQuietly(sock);
+      // Tell the server to drop the session we will not use (the link stays when the
+      // silent session moved to it).
+      new Connection(session, (d) => link.send(d)).close(CloseCode.NORMAL, "superseded");
+      if (!a.installed) closeQuietly(link);
       this.poke();
       return;
     }
@@ -413,7 +500,7 @@ export class SessionRunner {
     a.installed = true;
     this.handshakeMs = a.answerMs;
     this.serverAddr = a.server;
-    this.install(conn, a.socket);
+    this.install(conn, link, a.carrier);
     // First packet confirms the session to the server.
     session.sendDatagram(new Uint8Array(0));
     conn.flush();
@@ -421,16 +508,18 @@ export class SessionRunner {
   }
 
   /**
-   * Makes `conn` (answered on `sock`) the live connection. A previous one is
+   * Makes `conn` (answered on `link`) the live connection. A previous one is
    * closed first (its streams fail; a server that still knows it is told
-   * through its socket), then that socket is closed.
+   * through its link), then that link is closed.
    */
-  private install(conn: Connection, sock: DatagramSocket): void {
+  private install(conn: Connection, link: CarrierLink, carrier: number): void {
     const old = this.conn;
-    const oldSocket = this.socket;
+    const oldLink = this.link;
     old?.close(CloseCode.NORMAL, "replaced by a new session");
     this.conn = conn;
-    this.socket = sock;
+    this.link = link;
+    this.linkCarrier = carrier;
+    this.nextCarrier = carrier;
     this.silent = false;
     conn.onUnresponsive = (since) => {
       if (this.conn !== conn || this.silent) return;
@@ -441,24 +530,52 @@ export class SessionRunner {
     conn.onResponsive = () => {
       if (this.conn !== conn || !this.silent) return;
       this.silent = false;
-      if (this.attempt) this.attempt.cancelled = true;
+      const a = this.attempt;
+      // Its packets went out on the attempt's link too, and which path got through is
+      // unknown (an answer on the old link may come from a server that heard the new one):
+      // the session moves to the fresh link, which the server follows.
+      if (a?.carried && a.link) this.migrateTo(a);
+      else if (a) a.cancelled = true;
       this.poke();
     };
     conn.closed.then(() => this.poke());
-    if (oldSocket && oldSocket !== sock) closeQuietly(oldSocket);
+    if (oldLink && oldLink !== link) closeQuietly(oldLink);
   }
 
   /**
-   * One handshake attempt on a fresh socket: the hello, repeated at growing
+   * The carrier of the next attempt: the last one that worked first; after
+   * an unanswered attempt (or while the live session is silent) the next in
+   * the fallback order.
+   */
+  private pickCarrier(): number {
+    const n = this.carriers.length;
+    const i = this.nextCarrier % n;
+    if (n > 1 && (this.silent || this.failedOnCarrier)) {
+      this.nextCarrier = (i + 1) % n;
+      return this.nextCarrier;
+    }
+    return i;
+  }
+
+  /** The previous attempt got no answer (the next tries the next carrier). */
+  private failedOnCarrier = false;
+
+  /**
+   * One handshake attempt on a fresh link: the hello, repeated at growing
    * intervals capped at {@link HELLO_RETRY_MAX_MS}, until the server answers
    * (the answer installs the new connection, replacing a silent one) or the
-   * connect timeout passes. A silent session is pinged with every hello;
-   * returns false when it answered first (it is kept).
+   * connect timeout passes. A silent session is pinged with every hello, on
+   * its own link and on the attempt's; returns false when it answered first
+   * (it is kept, and moved to the attempt's carrier if it answered there).
    * @throws {HandshakeTimeoutError} when nothing answered in time.
    */
   private async handshake(): Promise<boolean> {
     this.lastAttemptAt = performance.now();
-    const { host, port } = this.opts.server;
+    const { host } = this.opts.server;
+    const carrier = this.first ? 0 : this.pickCarrier();
+    this.first = false;
+    const route = this.carriers[carrier];
+    const port = route.port ?? this.opts.server.port;
     // This attempt's own address: the live (silent) session keeps sending to its own.
     const server: Deno.NetAddr = { transport: "udp", hostname: await this.resolve(host), port };
     if (this.stopped) throw new Error("stopped");
@@ -471,9 +588,9 @@ export class SessionRunner {
     };
     const started = performance.now();
     const hello = buildClientHello(this.secrets, this.masker, params, Date.now());
-    const socket = this.openSocket(server);
     const a: Attempt = {
-      socket,
+      link: null,
+      carrier,
       server,
       hello,
       params,
@@ -482,12 +599,22 @@ export class SessionRunner {
       answerMs: 0,
       installed: false,
       cancelled: false,
+      carried: false,
+      sameServer: this.serverAddr?.hostname === server.hostname,
     };
     this.attempt = a;
-    this.receiveLoop(socket, a);
     const deadline = started + this.opts.connectTimeoutMs;
     let wait = HELLO_RETRY_FIRST_MS;
+    this.failedOnCarrier = false;
     try {
+      const link = await this.dial(route, server, deadline);
+      a.link = link;
+      if (link.overhead > 0) {
+        // The carrier's own header comes out of the UDP-sized budget.
+        params.maxDatagramSize -= link.overhead;
+        a.hello = buildClientHello(this.secrets, this.masker, params, Date.now());
+      }
+      this.receiveLoop(link, a);
       while (!a.installed && !a.cancelled && !this.stopped) {
         if (a.answer) {
           await this.pause(Infinity); // adopt() decides within ANSWER_GRACE_MS
@@ -495,27 +622,54 @@ export class SessionRunner {
         }
         const old = this.conn;
         if (old && this.silent) {
-          // Probe the silent session at the same pace (first): if it answers first, it stays.
+          // Probe the silent session at the same pace (first): if it answers first, it
+          // stays. The probe also goes over the attempt's link (see `send`).
           old.session.ping();
           old.flush();
         }
-        socket.send(hello.datagram, server);
+        link.send(a.hello.datagram);
+        link.flush();
         const left = deadline - performance.now();
         if (left <= 0) break;
         await this.pause(Math.min(wait, left));
         wait = Math.min(wait * 2, HELLO_RETRY_MAX_MS);
       }
+    } catch (e) {
+      if (this.attempt === a) this.attempt = null;
+      closeQuietly(a.link);
+      this.failedOnCarrier = true;
+      if (this.stopped) throw new Error("stopped");
+      throw new Error(`${route.dialer.kind}: ${(e as Error).message}`);
     } finally {
       if (this.attempt === a) this.attempt = null;
     }
-    if (a.installed) return true;
+    // Installed and cancelled: the silent session moved to the attempt's link (no handshake).
+    if (a.installed) return !a.cancelled;
     if (a.cancelled && !this.stopped) {
       // An answer already on its way still gets closed politely (onServerHello).
-      setTimeout(() => closeQuietly(socket), 2000);
+      const link = a.link;
+      setTimeout(() => closeQuietly(link), 2000);
       return false;
     }
-    closeQuietly(socket);
+    closeQuietly(a.link);
+    this.failedOnCarrier = true;
     throw this.stopped ? new Error("stopped") : new HandshakeTimeoutError();
+  }
+
+  /** How the silent session came back, when it moved to an attempt's link (logged once). */
+  private movedDetail: string | null = null;
+
+  /** True until the first attempt (which always starts on the first carrier). */
+  private first = true;
+
+  /** Opens a link of `route` to `server`, bounded by `deadline` and by stop. */
+  private async dial(route: CarrierRoute, server: Deno.NetAddr, deadline: number) {
+    if (route.dialer.openNow) return route.dialer.openNow(server);
+    const signal = AbortSignal.any([
+      this.stopSignal.signal,
+      AbortSignal.timeout(Math.max(1, deadline - performance.now())),
+    ]);
+    return await route.dialer.dial(server, signal);
   }
 
   /**
@@ -559,7 +713,7 @@ export class SessionRunner {
       this.conn.close(CloseCode.SHUTDOWN, reason);
       await new Promise((r) => setTimeout(r, 10));
     }
-    this.closeSocket();
+    this.closeLink();
     for (const w of this.waiters.slice()) w();
     await this.loop;
   }

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { udpEndpoint } from "../../shared/carrier/udp.ts";
 import { Dispatcher, type Peer } from "../../server/dispatcher.ts";
 import { deriveSecrets, generateAccessKey, Masker } from "../../shared/crypto/keys.ts";
 import { buildClientHello } from "../../shared/session/handshake.ts";
@@ -47,15 +48,18 @@ export function benchUsers(counts = [1, 10, 100, 1000], hellos = 200): UserCostR
       () => buildClientHello(wrong, wrongMasker, PARAMS, Date.now()).datagram,
     );
     let port = 10000;
-    const peer: Peer = { addr: { transport: "udp", hostname: "127.0.0.1", port }, send: () => {} };
+    const peer: Peer = {
+      addr: udpEndpoint({ transport: "udp", hostname: "127.0.0.1", port }),
+      send: () => {},
+    };
     const t0 = performance.now();
     for (const g of good) {
-      peer.addr = { transport: "udp", hostname: "127.0.0.1", port: port++ };
+      peer.addr = udpEndpoint({ transport: "udp", hostname: "127.0.0.1", port: port++ });
       d.handle(g, peer);
     }
     const t1 = performance.now();
     for (const b of bad) {
-      peer.addr = { transport: "udp", hostname: "127.0.0.1", port: port++ };
+      peer.addr = udpEndpoint({ transport: "udp", hostname: "127.0.0.1", port: port++ });
       d.handle(b, peer);
     }
     const t2 = performance.now();

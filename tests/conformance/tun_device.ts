@@ -13,6 +13,7 @@
  * @module
  */
 
+import { suiteTest } from "./suite.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import {
   GSO_TCP4,
@@ -271,22 +272,10 @@ export function tunDeviceConformance(
   make: () => Promise<TunHarness>,
   opts: ConformanceOptions = {},
 ): void {
-  const test = (name: string, fn: (h: TunHarness) => Promise<void>) =>
-    Deno.test({
-      name: `${label}: ${name}`,
-      ignore: opts.ignore ?? false,
-      sanitizeOps: false,
-      sanitizeResources: false,
-      async fn() {
-        const h = await make();
-        try {
-          await fn(h);
-        } finally {
-          h.device.close();
-          await h.close();
-        }
-      },
-    });
+  const test = suiteTest<TunHarness>(label, make, async (h) => {
+    h.device.close();
+    await h.close();
+  }, opts.ignore ?? false);
 
   test("IPv4 packets of every size from 28 bytes to the MTU, both ways", async (h) => {
     await echoSizes(h, 4, range(28, h.device.mtu), 32);

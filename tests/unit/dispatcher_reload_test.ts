@@ -1,3 +1,4 @@
+import { udpEndpoint } from "../../shared/carrier/udp.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { Dispatcher, type Peer } from "../../server/dispatcher.ts";
 import { deriveSecrets, generateAccessKey, Masker } from "../../shared/crypto/keys.ts";
@@ -27,7 +28,7 @@ Deno.test("dispatcher: updateKeys keeps sessions of remaining keys and closes th
   d.onSessionClosed = (_s, reason) => closed.push(reason);
   let port = 1000;
   const peer = (): Peer => ({
-    addr: { transport: "udp", hostname: "127.0.0.1", port: port++ },
+    addr: udpEndpoint({ transport: "udp", hostname: "127.0.0.1", port: port++ }),
     send: () => {},
   });
   d.handle(hello(a), peer());

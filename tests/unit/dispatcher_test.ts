@@ -5,9 +5,10 @@
  * checks the drop counters and that nothing went to a party that should hear
  * nothing.
  */
+import type { Endpoint } from "../../shared/carrier/carrier.ts";
+import { udpEndpoint } from "../../shared/carrier/udp.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import {
-  addrKey,
   Dispatcher,
   type DispatcherOptions,
   type DropCounters,
@@ -41,6 +42,11 @@ const PARAMS: HelloParams = {
 
 /** A fixed injected wall clock. */
 const WALL = 1_700_000_000_000;
+
+/** Map key of a UDP address (or of an endpoint), as the dispatcher keys its maps. */
+function addrKey(a: Deno.NetAddr | Endpoint): string {
+  return "key" in a ? a.key : udpEndpoint(a).key;
+}
 
 function udp(port: number, hostname = "192.0.2.1"): Deno.NetAddr {
   return { transport: "udp", hostname, port };
@@ -225,7 +231,7 @@ class Harness {
     this.dispatcher.onSessionClosed = (s, reason) => this.closed.push({ s, reason });
   }
 
-  private readonly send = (data: Uint8Array, to: Deno.NetAddr): void => {
+  private readonly send = (data: Uint8Array, to: Endpoint): void => {
     const copy = data.slice();
     const k = addrKey(to);
     let list = this.sent.get(k);
@@ -236,7 +242,7 @@ class Harness {
   };
 
   peer(addr: Deno.NetAddr): Peer {
-    return { addr, send: this.send };
+    return { addr: udpEndpoint(addr), send: this.send };
   }
 
   /** A datagram from `from` arrives at the server socket (a copy, as a socket would give). */
@@ -329,7 +335,7 @@ Deno.test("dispatcher: a good handshake makes one session and one reply; data fl
 
     const s = h.session(c);
     assert(s.established);
-    assertEquals(s.addr, A);
+    assertEquals(s.addr.address, A);
     assertEquals(s.migrations, 0);
     assertEquals(h.dispatcher.handshakes, 1);
     assertEquals(h.dispatcher.sessionCount, 1);
@@ -381,7 +387,7 @@ Deno.test("dispatcher: a repeated hello is answered again only from its address,
     // The session is unharmed and has not moved.
     await c.echo(new TextEncoder().encode("still here"));
     assertEquals(h.session(c).migrations, 0);
-    assertEquals(h.session(c).addr, A);
+    assertEquals(h.session(c).addr.address, A);
     assertEquals(h.destinations(), [addrKey(A)]);
   } finally {
     await h.close();
@@ -574,7 +580,7 @@ Deno.test("dispatcher: a hello reusing a live session id is dropped; the session
     assertEquals(h.dispatcher.sessionCount, 1);
     assertEquals(h.dispatcher.handshakes, 1);
     assert(h.session(c) === s, "the same session object");
-    assertEquals(s.addr, A);
+    assertEquals(s.addr.address, A);
     assertEquals(s.migrations, 0);
     await c.echo(new TextEncoder().encode("after"), st);
     assertEquals(h.destinations(), [addrKey(A)]);
@@ -598,7 +604,10 @@ Deno.test("dispatcher: a session id taken under another key is a collision too",
     wallClock: () => WALL,
   });
   const sent: string[] = [];
-  const peer = (addr: Deno.NetAddr): Peer => ({ addr, send: (_d, to) => sent.push(addrKey(to)) });
+  const peer = (addr: Deno.NetAddr): Peer => ({
+    addr: udpEndpoint(addr),
+    send: (_d, to) => sent.push(addrKey(to)),
+  });
   try {
     const first = h.hello();
     both.handle(first.datagram, peer(A));
@@ -634,12 +643,12 @@ Deno.test("dispatcher: roaming needs authenticated new-highest packets from the 
     h.inject(captured, C);
     assertEquals(s.candidateCount, 1, "C is only a candidate");
     assertEquals(s.migrations, 0);
-    assertEquals(s.addr, A);
+    assertEquals(s.addr.address, A);
     // Later packets from the real address reset the candidate; replies keep going to A.
     await c.echo(new TextEncoder().encode("still at A"), st);
     assertEquals(s.candidateCount, 0);
     assertEquals(s.migrations, 0);
-    assertEquals(s.addr, A);
+    assertEquals(s.addr.address, A);
     assertEquals(h.sentTo(C).length, 0, "nothing ever sent to the replayer");
     assertEquals(h.destinations(), [addrKey(A)]);
 
@@ -662,7 +671,7 @@ Deno.test("dispatcher: roaming needs authenticated new-highest packets from the 
     assertEquals(h.dispatcher.drops.unauthenticated, unauthBefore + flips);
     assertEquals(s.candidateCount, 0);
     assertEquals(s.migrations, 0);
-    assertEquals(s.addr, A);
+    assertEquals(s.addr.address, A);
     assertEquals(h.sentTo(D).length, 0);
     h.inject(fresh, A); // the genuine one still counts (it was never used)
 
@@ -678,7 +687,7 @@ Deno.test("dispatcher: roaming needs authenticated new-highest packets from the 
     assertEquals(h.dispatcher.drops.unauthenticated, unauth2 + 3 * old.length);
     assertEquals(s.candidateCount, 0);
     assertEquals(s.migrations, 0);
-    assertEquals(s.addr, A);
+    assertEquals(s.addr.address, A);
     assertEquals(h.sentTo(E).length, 0);
 
     // 4. The client really moves to B (NAT rebinding): two genuine packets move the session.
@@ -690,11 +699,11 @@ Deno.test("dispatcher: roaming needs authenticated new-highest packets from the 
     await sleep(0);
     assertEquals(s.candidateCount, 1);
     assertEquals(s.migrations, 0, "one packet is not enough");
-    assertEquals(s.addr, A);
+    assertEquals(s.addr.address, A);
     c.ping();
     await sleep(0);
     assertEquals(s.migrations, 1, `moved after ${ROAM_CONFIRMATIONS} packets`);
-    assertEquals(s.addr, B);
+    assertEquals(s.addr.address, B);
     assertEquals(s.candidateCount, 0);
     const atA2 = h.sentTo(A).length;
     const atB = h.sentTo(B).length;
@@ -709,7 +718,7 @@ Deno.test("dispatcher: roaming needs authenticated new-highest packets from the 
       h.inject(p, C);
     }
     assertEquals(s.migrations, 1);
-    assertEquals(s.addr, B);
+    assertEquals(s.addr.address, B);
     assertEquals(s.candidateCount, 0);
     assertEquals(h.sentTo(A).length, atA2);
     assertEquals(h.sentTo(C).length, 0);
@@ -757,6 +766,30 @@ Deno.test("dispatcher: idle sessions are evicted", async () => {
     assertEquals(h.dispatcher.drops, { ...zeroDrops(), replayedHandshake: 1 });
     assertEquals(h.dispatcher.sessionCount, 0);
     assertEquals(h.destinations(), [A, B].map(addrKey).sort());
+  } finally {
+    await h.close();
+  }
+});
+
+Deno.test("dispatcher: recognizes() knows hellos and live sessions' packets, nothing else", async () => {
+  const h = new Harness();
+  try {
+    const hello = h.hello();
+    assert(h.dispatcher.recognizes(hello.datagram), "an authentic hello");
+    assert(!h.dispatcher.recognizes(randomBytes(200)), "random bytes");
+    assert(!h.dispatcher.recognizes(new Uint8Array(0)), "nothing");
+    assert(!h.dispatcher.recognizes(new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n")), "HTTP");
+    const other = deriveSecrets(generateAccessKey());
+    assert(
+      !h.dispatcher.recognizes(h.hello(h.wall, other, new Masker(other.obfsKey)).datagram),
+      "a hello under a key the server does not have",
+    );
+    const c = await h.connect(A);
+    c.hold = true;
+    c.ping();
+    assert(c.held.length > 0, "the client sent a packet");
+    assert(h.dispatcher.recognizes(c.held[c.held.length - 1]), "a live session's packet");
+    assertEquals(h.dispatcher.sessionCount, 1, "recognizing creates nothing");
   } finally {
     await h.close();
   }

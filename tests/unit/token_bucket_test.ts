@@ -1,3 +1,4 @@
+import { udpEndpoint } from "../../shared/carrier/udp.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { TokenBucket } from "../../server/token_bucket.ts";
 import { Dispatcher, KEY_TRIALS_PER_SECOND } from "../../server/dispatcher.ts";
@@ -40,7 +41,7 @@ Deno.test("dispatcher: with many keys, junk hellos are capped by the key-trial b
   const hello = buildClientHello(wrong, m, params, Date.now()).datagram;
   const sent: unknown[] = [];
   const peer = {
-    addr: { transport: "udp" as const, hostname: "127.0.0.1", port: 9 },
+    addr: udpEndpoint({ transport: "udp", hostname: "127.0.0.1", port: 9 }),
     send: (x: unknown) => sent.push(x),
   };
   const n = (2 * KEY_TRIALS_PER_SECOND) / keys.length + 300; // well beyond the burst

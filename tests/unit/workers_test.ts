@@ -4,11 +4,11 @@
  * batch, and the dispatcher's reserve and forward seams.
  */
 import { assert, assertEquals } from "../support/assert.ts";
+import { udpEndpoint } from "../../shared/carrier/udp.ts";
 import { ReservationTable } from "../../server/reservations.ts";
 import { ForwardBatch, readForwards } from "../../server/forwarding.ts";
 import { CounterBatch } from "../../server/counter_batch.ts";
 import {
-  addrKey,
   Dispatcher,
   type HelloReservation,
   type Peer,
@@ -120,9 +120,9 @@ function workerDispatcher(key: Uint8Array) {
   d.onReservationUnused = (sid) => unused.push(sid);
   const sent = new Map<string, Uint8Array[]>();
   const peer = (a: Deno.NetAddr): Peer => ({
-    addr: a,
+    addr: udpEndpoint(a),
     send: (data, to) => {
-      const k = addrKey(to);
+      const k = to.key;
       sent.set(k, [...(sent.get(k) ?? []), data.slice()]);
     },
   });
@@ -154,13 +154,13 @@ Deno.test("dispatcher reserve seam: waits for the answer, ignores repeats, count
   await tick();
   assertEquals(w.opened.length, 1);
   assertEquals(w.d.sessionCount, 1);
-  const replies = w.sent.get(addrKey(a)) ?? [];
+  const replies = w.sent.get(udpEndpoint(a).key) ?? [];
   assertEquals(replies.length, 1);
   assert(readServerHello(hello, masker, replies[0]) !== null, "a valid server hello");
   // After acceptance a repeat from the same address gets the same reply (today's rule).
   w.d.handle(hello.datagram.slice(), w.peer(a));
-  assertEquals(w.sent.get(addrKey(a))!.length, 2);
-  assertEquals(w.sent.get(addrKey(a))![1], replies[0]);
+  assertEquals(w.sent.get(udpEndpoint(a).key)!.length, 2);
+  assertEquals(w.sent.get(udpEndpoint(a).key)![1], replies[0]);
   assertEquals(w.asked.length, 1, "not reserved again");
 });
 
@@ -198,7 +198,7 @@ Deno.test("dispatcher forward seam: another worker's session id is handed over, 
   const handed: number[] = [];
   w.d.forward = (sid, data, peer) => {
     if (!remote.has(sid)) return false;
-    assert(data.length > 0 && peer.addr.port === 6000);
+    assert(data.length > 0 && peer.addr.address.port === 6000);
     handed.push(sid);
     return true;
   };
