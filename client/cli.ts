@@ -54,7 +54,13 @@ import {
 import { decodeShareLink, LinkError, type ShareLink } from "../shared/link.ts";
 import { type StatusCliKit, statusCommand } from "../shared/control/status.ts";
 import { programName, quietTaskHint } from "../shared/program_name.ts";
-import { baseCommand, type EarlyResult, initConfig, runCommander } from "../shared/cli.ts";
+import {
+  absolutePath,
+  baseCommand,
+  type EarlyResult,
+  initConfig,
+  runCommander,
+} from "../shared/cli.ts";
 import { parseVpnArgs, type VpnCliResult } from "./vpn/vpn_cli.ts";
 import { lookup } from "node:dns/promises";
 import {
@@ -134,6 +140,9 @@ interface ClientOptions {
   dryRun?: boolean;
   l3?: boolean;
   l3DefaultRoute?: boolean;
+  carrier?: string;
+  tlsCa?: string;
+  fec?: string;
 }
 
 function buildProgram(output: { out: string; err: string }): Command {
@@ -174,7 +183,19 @@ function buildProgram(output: { out: string; err: string }): Command {
     .option("--state-dir <dir>", "where the host-change journal lives (default /var/lib/ostp)")
     .option("--dry-run", "with --tun: print every host change it would make, change nothing")
     .option("--l3", "layer-3 VPN: a TUN with the address the server assigns (root; docs/l3.md)")
-    .option("--l3-default-route", "with --l3: route everything into the tunnel too");
+    .option("--l3-default-route", "with --l3: route everything into the tunnel too")
+    .option(
+      "--carrier <kind>",
+      "how to reach the server: udp, faketcp, uot, tls, or auto (udp, then faketcp, then tls)",
+    )
+    .option(
+      "--fec <mode>",
+      'forward error correction on UDP: "off", "auto" (follows the loss) or "data:parity" like 10:3',
+    )
+    .option(
+      "--tls-ca <file>",
+      "with the tls carrier: a CA certificate (PEM) to trust besides the system's",
+    );
 }
 
 function errorResult(e: ConfigError | LinkError): { kind: "error"; text: string } {
@@ -312,6 +333,27 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
       merged.mux = l.mux;
       origins.set("mux", origin);
     }
+    if (l.carrier !== undefined) {
+      merged.carrier = l.carrier;
+      origins.set("carrier", origin);
+    }
+    for (const k of ["faketcp", "uot"] as const) {
+      if (l.ports?.[k] === undefined) continue;
+      merged[k] = { ...(isPlainObject(merged[k]) ? merged[k] : {}), port: l.ports[k] };
+      origins.set(k, origin);
+    }
+    if (l.ports?.fecport !== undefined) {
+      merged.fecPort = l.ports.fecport;
+      origins.set("fecPort", origin);
+    }
+    if (l.ports?.tls !== undefined || l.sni !== undefined) {
+      merged.tls = {
+        ...(isPlainObject(merged.tls) ? merged.tls : {}),
+        ...(l.ports?.tls !== undefined ? { port: l.ports.tls } : {}),
+        ...(l.sni !== undefined ? { serverName: l.sni } : {}),
+      };
+      origins.set("tls", origin);
+    }
   };
   let auth: Record<string, unknown> | undefined; // set once the environment or a flag touches it
   let passwordOrigin: string | undefined;
@@ -369,6 +411,14 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
     }
   }
   if (o.control !== undefined) flag("control", "--control", o.control);
+  if (o.carrier !== undefined) flag("carrier", "--carrier", o.carrier);
+  if (o.fec !== undefined) flag("fec", "--fec", o.fec);
+  if (o.tlsCa !== undefined) {
+    flag("tls", "--tls-ca", {
+      ...(isPlainObject(merged.tls) ? merged.tls : {}),
+      ca: absolutePath(o.tlsCa),
+    });
+  }
   if (o.mux !== undefined) {
     if (/^\d+$/.test(o.mux.trim())) flag("mux", "--mux", Number(o.mux.trim()));
     else issues.push({ path: "--mux", message: "expected an integer" });

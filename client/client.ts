@@ -7,6 +7,7 @@
  * @module
  */
 
+import { type ClientCarriers, clientCarriers } from "./outbound/carrier_routes.ts";
 import { type ClientConfig, formatHostPort } from "../shared/config/types.ts";
 import { Emitter, type TrafficStats, trafficStats } from "../shared/events.ts";
 import { getLog } from "../shared/log.ts";
@@ -109,6 +110,8 @@ export class OstpClient {
   private readonly startedAt = performance.now();
   /** Per session: when the current outage was last logged (0: no outage). */
   private readonly outageLoggedAt: number[] = [];
+  /** The carriers besides the default UDP one, when configured. */
+  private carriers: ClientCarriers | null = null;
 
   constructor(readonly config: ClientConfig, private readonly options: ClientOptions = {}) {
     this.pool = new OstpPool({
@@ -252,6 +255,16 @@ export class OstpClient {
     for (const r of this.pool.runners) {
       this.events.emit("state", { session: r.index, state: "idle" });
     }
+    if (this.config.carriers) {
+      this.carriers = await clientCarriers(this.config.carriers, this.config.server.host, {
+        connectTimeoutMs: this.config.connectTimeout * 1000,
+        ...(this.config.carriers.stateDir ? { stateDir: this.config.carriers.stateDir } : {}),
+      });
+      for (const r of this.pool.runners) r.setCarriers(this.carriers.routes);
+      log.info("carriers: {order}", {
+        order: this.carriers.routes.map((c) => c.dialer.kind).join(", "),
+      });
+    }
     this.pool.start();
     await this.ensureProcessResolver({
       router: this.router.router,
@@ -351,6 +364,8 @@ export class OstpClient {
     await this.proxy?.close();
     await this.router.close();
     await this.pool.stop();
+    await this.carriers?.close();
+    this.carriers = null;
   }
 }
 

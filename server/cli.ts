@@ -14,9 +14,8 @@
  * @module
  */
 
-import { isAbsolute, join } from "node:path";
 import { type Command, Option } from "commander";
-import { baseCommand, initConfig, runCommander } from "../shared/cli.ts";
+import { absolutePath, baseCommand, initConfig, runCommander } from "../shared/cli.ts";
 import { formatAccessKey, generateAccessKey } from "../shared/crypto/keys.ts";
 import {
   ConfigError,
@@ -98,6 +97,13 @@ interface ServerOptions {
   printLinks?: boolean;
   egressAllow?: string[];
   egressDeny?: string[];
+  faketcpListen?: string;
+  uotListen?: string;
+  tlsListen?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsFallback?: string;
+  fecListen?: string;
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -163,6 +169,22 @@ function buildProgram(output: { out: string; err: string }): Command {
     )
     .addOption(new Option("--log-level <lvl>", "log level").choices(LOG_LEVELS))
     .addOption(new Option("--log-format <fmt>", "log format").choices(LOG_FORMATS))
+    .option(
+      "--faketcp-listen <host:port>",
+      "also accept clients over fake TCP here (raw sockets: root or CAP_NET_RAW; docs/carriers.md)",
+    )
+    .option("--uot-listen <host:port>", "also accept clients over UDP-over-TCP here")
+    .option(
+      "--fec-listen <host:port>",
+      "also accept clients over UDP with forward error correction",
+    )
+    .option("--tls-listen <host:port>", "also accept clients over TLS here (with --tls-cert/-key)")
+    .option("--tls-cert <file>", "the TLS listener's certificate chain (PEM)")
+    .option("--tls-key <file>", "the TLS listener's private key (PEM)")
+    .option(
+      "--tls-fallback <host:port>",
+      "the web server a TLS connection that is no client is handed to, byte for byte",
+    )
     .option("--generate-key [format]", 'print a fresh access key ("hex" or "base64url") and exit')
     .option("--control <path>", "control socket for `status` and `reload` (default: see README)")
     .option("--no-control", "run without a control socket")
@@ -302,6 +324,32 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
     }
     merged.egress = egress;
   }
+  // Carrier flags fill (or create) their config blocks.
+  const carrierFlags: [string, string, string | undefined][] = [
+    ["faketcp", "listen", o.faketcpListen],
+    ["uot", "listen", o.uotListen],
+    ["tls", "listen", o.tlsListen],
+    ["tls", "cert", o.tlsCert === undefined ? undefined : absolutePath(o.tlsCert)],
+    ["tls", "key", o.tlsKey === undefined ? undefined : absolutePath(o.tlsKey)],
+    ["tls", "fallback", o.tlsFallback],
+    ["fec", "listen", o.fecListen],
+  ];
+  for (const [block, field, value] of carrierFlags) {
+    if (value === undefined) continue;
+    const have = merged[block];
+    if (have !== undefined && have !== null && !isPlainObject(have)) continue; // validator reports
+    merged[block] = { ...(isPlainObject(have) ? have : {}), [field]: value };
+  }
+  // The TLS files of a config file are relative to its directory.
+  if (o.config && isPlainObject(merged.tls)) {
+    const dir = o.config.includes("/") ? o.config.slice(0, o.config.lastIndexOf("/") + 1) : "";
+    const tls: Record<string, unknown> = { ...merged.tls };
+    for (const f of ["cert", "key"]) {
+      const v = tls[f];
+      if (typeof v === "string" && !v.startsWith("/") && dir) tls[f] = dir + v;
+    }
+    merged.tls = tls;
+  }
   const maxSessions = numberFlag(o.maxSessions, "--max-sessions", flagIssues);
   if (maxSessions !== undefined) merged.maxSessions = maxSessions;
   const idleTimeout = numberFlag(o.idleTimeout, "--idle-timeout", flagIssues);
@@ -323,6 +371,9 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
     if (top === "maxSessions" && maxSessions !== undefined) return "--max-sessions";
     if (top === "idleTimeout" && idleTimeout !== undefined) return "--idle-timeout";
     if (top === "workers" && workers !== undefined) return "--workers";
+    for (const [block, field, value] of carrierFlags) {
+      if (value !== undefined && path === `${block}.${field}`) return `--${block}-${field}`;
+    }
     const e = /^egress\.(allow|deny)\[(\d+)\]$/.exec(path);
     if (e) {
       const list = e[1] as "allow" | "deny";
@@ -355,11 +406,6 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
   );
   if (onCommandLine) ctx.warn(onCommandLine);
   return { kind: "run", config, configPath: o.config, printLinks: o.printLinks === true };
-}
-
-/** `path` made absolute against the working directory. */
-function absolutePath(path: string): string {
-  return isAbsolute(path) ? path : join(Deno.cwd(), path);
 }
 
 // --- subcommands -------------------------------------------------------------

@@ -184,6 +184,14 @@ export class OstpServer {
       );
       workers = 1;
     }
+    if (workers > 1 && config.carriers && Object.keys(config.carriers).length > 0) {
+      log.info(
+        "running 1 worker, not {workers}: the fake-TCP, UDP-over-TCP and TLS carriers run on " +
+          "the main thread (docs/carriers.md)",
+        { workers },
+      );
+      workers = 1;
+    }
     if (workers > 1 && (options.dialer || options.lookup)) {
       log.info(
         "running 1 worker, not {workers}: an injected dialer or lookup function cannot cross " +
@@ -292,10 +300,38 @@ export class OstpServer {
       }
     }
     if (this.workerCount > 1) return this.startPool();
-    // The layer-3 hub comes up before any session can ask for it.
-    if (this.current.l3 && !this.l3) return this.startL3(this.current.l3).then(() => this.listen());
+    return this.startOneThread();
+  }
+
+  /** One worker: the layer-3 hub first (before any session can ask for it), then the listeners. */
+  private async startOneThread(): Promise<void> {
+    if (this.current.l3 && !this.l3) await this.startL3(this.current.l3);
     this.listen();
-    return Promise.resolve();
+    try {
+      await this.listenCarriers();
+    } catch (e) {
+      await this.stop();
+      throw e;
+    }
+  }
+
+  /** Opens the listeners of the carriers besides UDP (docs/carriers.md). */
+  private async listenCarriers(): Promise<void> {
+    const c = this.current.carriers;
+    if (!c) return;
+    const { openCarrierListeners } = await import("./carrier_listeners.ts");
+    const opened = await openCarrierListeners(c, {
+      admit: (d: Uint8Array) => this.dispatcher.recognizes(d),
+      stateDir: this.current.l3?.stateDir,
+    });
+    for (const l of opened) {
+      this.listeners.push(l);
+      this.loops.push(this.receiveLoop(l));
+      log.info("listening on {kind} {address}", {
+        kind: l.kind,
+        address: formatHostPort({ host: l.local.hostname, port: l.local.port }),
+      });
+    }
   }
 
   /** Brings the layer-3 hub up (docs/l3.md); the users' fixed addresses are never pooled. */
@@ -1074,6 +1110,10 @@ export class OstpServer {
       if (next[f] !== this.current[f]) needsRestart.push(f);
     }
     if (next.stateFile !== this.current.stateFile) needsRestart.push("stateFile");
+    for (const k of ["faketcp", "uot", "tls"] as const) {
+      const was = JSON.stringify(this.current.carriers?.[k] ?? null);
+      if (JSON.stringify(next.carriers?.[k] ?? null) !== was) needsRestart.push(k);
+    }
     if (next.control !== this.current.control) needsRestart.push("control");
     const policy = this.buildPolicy(next, this.interfaceAddresses());
     const closedSessions = this.applyUsers("access key removed", next) + this.enforce();
@@ -1086,7 +1126,12 @@ export class OstpServer {
       handshakeBurst: next.handshakeBurst,
     });
     const flushChanged = next.statsFlushInterval !== this.current.statsFlushInterval;
-    this.current = { ...next, listen: this.current.listen, stateFile: this.current.stateFile };
+    this.current = {
+      ...next,
+      listen: this.current.listen,
+      stateFile: this.current.stateFile,
+      carriers: this.current.carriers,
+    };
     if (flushChanged && this.flushTimer !== undefined) this.armFlush();
     // A publicAddress name (maybe a new one) is resolved now; the policy follows when it differs.
     if (this.statsTimer !== undefined && !this.stopping) void this.refreshOwnAddresses();

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { isAbsolute, join } from "node:path";
 import { Argument, Command, CommanderError } from "commander";
 import { serverConfigTemplate } from "./config/server_config.ts";
 import { clientConfigTemplate } from "./config/client_config.ts";
@@ -116,4 +117,9 @@ export async function initConfig(program: string, argv: string[]): Promise<InitR
     // Each program checks its own kind of config, whichever program wrote it.
     text: `wrote ${path}\nvalidate it with: ${programName(kind)} check ${path}`,
   };
+}
+
+/** `path` made absolute against the working directory. */
+export function absolutePath(path: string): string {
+  return isAbsolute(path) ? path : join(Deno.cwd(), path);
 }

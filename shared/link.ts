@@ -7,6 +7,7 @@
  * @module
  */
 
+import { type CarrierChoice, parseCarrierChoice } from "./config/carrier_config.ts";
 import {
   ACCESS_KEY_LENGTH,
   formatAccessKey,
@@ -40,7 +41,17 @@ export interface ShareLink {
   mtu?: number;
   /** The number of parallel sessions the server suggests, if any. */
   mux?: number;
+  /** The carrier to use (`carrier=`: udp, faketcp, uot, tls or auto), if any. */
+  carrier?: CarrierChoice;
+  /** The server's ports for carriers other than UDP (`faketcp=`, `uot=`, `tls=`, `fecport=`). */
+  ports?: { faketcp?: number; uot?: number; tls?: number; fecport?: number };
+  /** The name the server's TLS certificate carries (`sni=`), when not the server's host. */
+  sni?: string;
 }
+
+const PORT_RANGE = { min: 1, max: 65535 };
+const CARRIER_PORT_KEYS = ["faketcp", "uot", "tls", "fecport"] as const;
+const SNI_RE = /^[A-Za-z0-9.-]{1,253}$/;
 
 /**
  * Thrown for a malformed share link (or, when encoding, invalid fields); the
@@ -97,6 +108,20 @@ export function encodeShareLink(l: ShareLink): string {
   if (l.mux !== undefined) {
     checkInt(l.mux, "mux", MUX_RANGE);
     q.push(`mux=${l.mux}`);
+  }
+  if (l.carrier !== undefined) {
+    if (parseCarrierChoice(l.carrier) !== l.carrier) throw new LinkError("unknown carrier");
+    q.push(`carrier=${l.carrier}`);
+  }
+  for (const k of CARRIER_PORT_KEYS) {
+    const port = l.ports?.[k];
+    if (port === undefined) continue;
+    checkInt(port, `${k} port`, PORT_RANGE);
+    q.push(`${k}=${port}`);
+  }
+  if (l.sni !== undefined) {
+    if (!SNI_RE.test(l.sni)) throw new LinkError("sni must be a host name");
+    q.push(`sni=${l.sni}`);
   }
   if (q.length > 0) s += `?${q.join("&")}`;
   if (l.name !== undefined && l.name !== "") s += `#${encodeURIComponent(l.name)}`;
@@ -198,14 +223,26 @@ export function decodeShareLink(s: string): ShareLink {
 
   const link: ShareLink = { key, server };
   if (name !== undefined) link.name = name;
+  const seen = new Set<string>();
   for (const part of query.split("&")) {
     if (part === "") continue;
     const eq = part.indexOf("=");
     const k = decodeComponent(eq < 0 ? part : part.substring(0, eq), "query parameter");
     const v = decodeComponent(eq < 0 ? "" : part.substring(eq + 1), "query parameter");
-    if (k !== "mtu" && k !== "mux") continue; // forward compatibility
-    if (link[k] !== undefined) throw new LinkError(`query parameter ${k} is given twice`);
-    link[k] = parseQueryInt(v, k, k === "mtu" ? MTU_RANGE : MUX_RANGE);
+    if (seen.has(k)) throw new LinkError(`query parameter ${k} is given twice`);
+    if (k === "mtu" || k === "mux") {
+      link[k] = parseQueryInt(v, k, k === "mtu" ? MTU_RANGE : MUX_RANGE);
+    } else if (k === "carrier") {
+      const c = parseCarrierChoice(v);
+      if (c === null) throw new LinkError("carrier must be udp, faketcp, uot, tls or auto");
+      link.carrier = c;
+    } else if (k === "faketcp" || k === "uot" || k === "tls" || k === "fecport") {
+      (link.ports ??= {})[k] = parseQueryInt(v, `${k} port`, PORT_RANGE);
+    } else if (k === "sni") {
+      if (!SNI_RE.test(v)) throw new LinkError("sni must be a host name");
+      link.sni = v;
+    } else continue; // forward compatibility
+    seen.add(k);
   }
   return link;
 }
@@ -225,5 +262,15 @@ export function clientConfigFromLink(
     mtu: l.mtu ?? CLIENT_DEFAULTS.mtu,
     mux: l.mux ?? CLIENT_DEFAULTS.mux,
   };
+  if (l.carrier !== undefined) raw.carrier = l.carrier;
+  if (l.ports?.faketcp !== undefined) raw.faketcp = { port: l.ports.faketcp };
+  if (l.ports?.uot !== undefined) raw.uot = { port: l.ports.uot };
+  if (l.ports?.fecport !== undefined) raw.fecPort = l.ports.fecport;
+  if (l.ports?.tls !== undefined || l.sni !== undefined) {
+    raw.tls = {
+      ...(l.ports?.tls !== undefined ? { port: l.ports.tls } : {}),
+      ...(l.sni !== undefined ? { serverName: l.sni } : {}),
+    };
+  }
   return { ...parseClientConfig(raw, "share link"), ...overrides };
 }

@@ -96,6 +96,11 @@ const HELLO_RETRY_FIRST_MS = 500;
 const HELLO_RETRY_MAX_MS = 1000;
 /** While a dial waits for a session, attempts start this often at least, whatever the back-off, ms. */
 const DEMAND_RETRY_MS = 1000;
+/**
+ * How long a silent session probes over another carrier's new link before
+ * the attempt's hello goes out too, ms (two probes at the hello pace).
+ */
+const CARRIER_MOVE_PROBE_MS = 900;
 /** A session that lasted this long resets the back-off, ms. */
 const LASTING_SESSION_MS = 5000;
 /**
@@ -165,7 +170,7 @@ export class SessionRunner {
 
   private link: CarrierLink | null = null;
   /** Carriers in fallback order. */
-  private readonly carriers: readonly CarrierRoute[];
+  private carriers: readonly CarrierRoute[];
   /** Index of the carrier the next handshake attempt uses. */
   private nextCarrier = 0;
   private stopped = false;
@@ -196,6 +201,11 @@ export class SessionRunner {
   /** Starts the keep-alive loop. */
   start(): void {
     this.loop ??= this.run();
+  }
+
+  /** Replaces the carriers (before {@link start}; an empty list keeps them). */
+  setCarriers(routes: readonly CarrierRoute[]): void {
+    if (routes.length > 0) this.carriers = routes;
   }
 
   private setState(s: RunnerState, detail?: string): void {
@@ -431,8 +441,18 @@ export class SessionRunner {
       // The live link, or one lingering after a move: packets in flight still count.
       this.conn?.receive(data);
     }).then(() => {
-      // Only the current link's end ends the session.
-      if (link === this.link) this.conn?.close(CloseCode.INTERNAL, `${link.kind} link closed`);
+      // Only the current link's end matters. The carrier gave up on its path (a NAT that
+      // forgot a fake-TCP flow, a reset TLS connection): the session is silent from now on,
+      // and the next attempt — on the same carrier first, a new source port — moves it.
+      if (link !== this.link || this.stopped) return;
+      const conn = this.conn;
+      if (!conn?.isOpen) return;
+      this.linkLost = true;
+      if (!this.silent) {
+        this.silent = true;
+        this.opts.onUnresponsive?.(this.index, 0);
+      }
+      this.poke();
     });
   }
 
@@ -550,12 +570,17 @@ export class SessionRunner {
   private pickCarrier(): number {
     const n = this.carriers.length;
     const i = this.nextCarrier % n;
-    if (n > 1 && (this.silent || this.failedOnCarrier)) {
+    const lost = this.linkLost;
+    this.linkLost = false;
+    if (n > 1 && !lost && (this.silent || this.failedOnCarrier)) {
       this.nextCarrier = (i + 1) % n;
       return this.nextCarrier;
     }
     return i;
   }
+
+  /** The live link ended by itself: the next attempt stays on its carrier. */
+  private linkLost = false;
 
   /** The previous attempt got no answer (the next tries the next carrier). */
   private failedOnCarrier = false;
@@ -615,6 +640,12 @@ export class SessionRunner {
         a.hello = buildClientHello(this.secrets, this.masker, params, Date.now());
       }
       this.receiveLoop(link, a);
+      // A silent session trying another carrier to its own server: the probes alone first,
+      // so a server that still knows it moves it there without a new handshake; the hello
+      // follows if they go unanswered (a restarted server).
+      const helloAt = this.conn && this.silent && a.sameServer && link.kind !== this.link?.kind
+        ? performance.now() + CARRIER_MOVE_PROBE_MS
+        : 0;
       while (!a.installed && !a.cancelled && !this.stopped) {
         if (a.answer) {
           await this.pause(Infinity); // adopt() decides within ANSWER_GRACE_MS
@@ -627,7 +658,7 @@ export class SessionRunner {
           old.session.ping();
           old.flush();
         }
-        link.send(a.hello.datagram);
+        if (performance.now() >= helloAt) link.send(a.hello.datagram);
         link.flush();
         const left = deadline - performance.now();
         if (left <= 0) break;

@@ -30,6 +30,7 @@ import { readControlSetting } from "./control.ts";
 import { readRoutingConfig, ROUTING_FIELDS } from "../../client/router/config.ts";
 import { readTunConfig } from "./tun_config.ts";
 import { readClientL3Config } from "./client_l3_config.ts";
+import { CLIENT_CARRIER_FIELDS, readClientCarriers } from "./carrier_config.ts";
 
 export type { ClientConfig } from "./types.ts";
 
@@ -65,6 +66,7 @@ export const CLIENT_FIELDS = [
   "control",
   "tun",
   "l3",
+  ...CLIENT_CARRIER_FIELDS,
   ...ROUTING_FIELDS,
 ] as const;
 
@@ -199,11 +201,13 @@ export function parseClientConfig(
   const routing = readRoutingConfig(r, { inbounds: CLIENT_INBOUNDS });
   const tun = readTunConfig(r);
   const l3 = readClientL3Config(r);
+  const carriers = readClientCarriers(r);
   if (tun && l3) r.add("l3", "give tun or l3, not both (each routes through its own TUN)");
   if (issues.length > 0 || !server || !key) throw new ConfigError(issues, source);
   const out: ClientConfig = { ...cfg, server, key, routing };
   if (tun) out.tun = tun;
   if (l3) out.l3 = l3;
+  if (CLIENT_CARRIER_FIELDS.some((f) => r.has(f))) out.carriers = carriers;
   if (auth) out.auth = auth;
   if (control !== undefined) out.control = control;
   return out;

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { readServerCarriers, SERVER_CARRIER_FIELDS } from "./carrier_config.ts";
 import { readServerL3Config } from "./server_l3_config.ts";
 import {
   formatAccessKey,
@@ -78,6 +79,7 @@ export const SERVER_FIELDS = [
   "egress",
   "workers",
   "l3",
+  ...SERVER_CARRIER_FIELDS,
 ] as const;
 
 /** The fields of one `users[]` entry. */
@@ -313,6 +315,8 @@ export function parseServerConfig(
       );
     }
   } else if (fixed.length > 0) r.add("users", "a user's address needs the l3 block");
+  const carriers = readServerCarriers(r);
+  if (Object.keys(carriers).length > 0) cfg.carriers = carriers;
   const control = readControlSetting(r);
   if (control !== undefined) cfg.control = control;
   if (r.has("api") && r.get("api") !== null) {

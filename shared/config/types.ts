@@ -10,6 +10,7 @@
  * @module
  */
 
+import type { ClientCarriersConfig, ServerCarriersConfig } from "./carrier_config.ts";
 import type { TunConfig } from "./tun_config.ts";
 import type { ClientL3Config } from "./client_l3_config.ts";
 import type { ServerL3Config } from "./server_l3_config.ts";
@@ -106,6 +107,8 @@ export interface ServerConfig {
   workers?: number;
   /** The layer-3 hub (docs/l3.md), when configured. */
   l3?: ServerL3Config;
+  /** Carriers besides UDP (docs/carriers.md): fake-TCP, UDP-over-TCP, TLS. */
+  carriers?: ServerCarriersConfig;
 }
 
 /** Most worker threads a server runs. */
@@ -184,6 +187,8 @@ export interface ClientConfig {
   tun?: TunConfig;
   /** Layer 3: a TUN with the address the server assigns (`"l3": true` or a block). */
   l3?: ClientL3Config;
+  /** The carrier (or fallback order) to reach the server on (docs/carriers.md); absent: UDP. */
+  carriers?: ClientCarriersConfig;
 }
 
 /** One problem found in a configuration. */

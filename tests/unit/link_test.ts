@@ -56,7 +56,7 @@ Deno.test("link: decode is lenient where harmless", () => {
   assertEquals(decodeShareLink(`ostp://${B64}@h.example:1#`), base);
   // Unknown parameters are ignored (forward compatibility), empty parts too.
   assertEquals(
-    decodeShareLink(`ostp://${B64}@h.example:1?fec=on&&mtu=1400&x&carrier=tls#n`),
+    decodeShareLink(`ostp://${B64}@h.example:1?fec=on&&mtu=1400&x&future=tls#n`),
     { ...base, mtu: 1400, name: "n" },
   );
   // A name with literal spaces (pasted from a chat that decoded it) is accepted.
@@ -136,4 +136,40 @@ Deno.test("link: clientConfigFromLink fills defaults, takes mtu/mux, applies ove
   assertEquals(o.listen, { host: "0.0.0.0", port: 1 });
   assertEquals(o.mux, 2);
   assertEquals(clientConfigFromLink({ key: KEY, server: { host: "h", port: 1 } }).mtu, 1350);
+});
+
+Deno.test("link: carrier, carrier ports and sni round-trip and reach the client config", () => {
+  const l = {
+    key: KEY,
+    server: { host: "h.example", port: 8443 },
+    carrier: "auto" as const,
+    ports: { faketcp: 8443, tls: 443 },
+    sni: "www.example.com",
+  };
+  const text = encodeShareLink(l);
+  assertEquals(
+    text,
+    `ostp://${B64}@h.example:8443?carrier=auto&faketcp=8443&tls=443&sni=www.example.com`,
+  );
+  assertEquals(decodeShareLink(text), l);
+  const cfg = clientConfigFromLink(decodeShareLink(text));
+  assertEquals(cfg.carriers?.carrier, "auto");
+  assertEquals(cfg.carriers?.faketcpPort, 8443);
+  assertEquals(cfg.carriers?.tls, { port: 443, serverName: "www.example.com" });
+  for (
+    const [q, why] of [
+      ["carrier=quic", "carrier must be udp, faketcp, uot, tls or auto"],
+      ["tls=0", "tls port must be an integer from 1 to 65535"],
+      ["carrier=udp&carrier=tls", "query parameter carrier is given twice"],
+      ["sni=a%20b", "sni must be a host name"],
+    ]
+  ) {
+    let msg = "";
+    try {
+      decodeShareLink(`ostp://${B64}@h.example:1?${q}`);
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    assertEquals(msg, `invalid share link: ${why}`);
+  }
 });

@@ -1,0 +1,211 @@
+/**
+ * The carriers end to end (docs/carriers.md): real daemons in network
+ * namespaces, curl through the client's proxy, a firewall in the server's
+ * namespace that drops every UDP datagram and passes only TCP to the server's
+ * port (new connections in, `ct state established,related` back).
+ * - fake-TCP: 64 MiB byte-exact with UDP blocked; tshark reads the capture as
+ *   valid TCP; conntrack shows the flow ESTABLISHED.
+ * - fallback: `--carrier auto` starts on UDP; UDP blocked mid-transfer → the
+ *   session moves to fake-TCP without a new handshake, the transfer intact.
+ * @module
+ */
+import { assert, assertEquals } from "../support/assert.ts";
+import { payload, sha256Hex } from "../support/daemons.ts";
+import { ADDR, canUseNetns, run, Testbed } from "../support/netns.ts";
+import { startTunnel } from "../support/tunnel_bed.ts";
+
+const MiB = 1024 * 1024;
+const enabled = await canUseNetns();
+if (!enabled) console.log("SKIPPED netns carrier tests: need root and ip netns");
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** nft in namespace `ns`. */
+function nft(ns: string, script: string): Promise<unknown> {
+  return run("ip", "netns", "exec", ns, "nft", script);
+}
+
+/** The firewall: in the server's namespace, UDP dropped both ways, TCP only to `port`. */
+function blockUdp(ns: string, port: number): Promise<unknown> {
+  return nft(
+    ns,
+    "add table inet fw; " +
+      "add chain inet fw in { type filter hook input priority 0; policy drop; }; " +
+      "add chain inet fw out { type filter hook output priority 0; policy drop; }; " +
+      "add rule inet fw in iifname lo accept; add rule inet fw out oifname lo accept; " +
+      "add rule inet fw in ct state established,related accept; " +
+      `add rule inet fw in tcp dport ${port} ct state new accept; ` +
+      "add rule inet fw out ct state established,related accept; " +
+      // The server's own connections to the origin (the target subnet).
+      "add rule inet fw out ip daddr 10.202.0.0/24 accept; " +
+      "add rule inet fw in ip saddr 10.202.0.0/24 accept",
+  );
+}
+
+/** Writes a config file into `dir`; returns its path. */
+async function config(dir: string, name: string, body: Record<string, unknown>): Promise<string> {
+  const path = `${dir}/${name}.json`;
+  await Deno.writeTextFile(path, JSON.stringify(body));
+  return path;
+}
+
+async function download(tb: Testbed, proxyPort: number, size: number, seed: number, out: string) {
+  return await tb.exec(tb.client, "curl", [
+    "-sS",
+    "-m",
+    "120",
+    "--socks5-hostname",
+    `127.0.0.1:${proxyPort}`,
+    "-o",
+    out,
+    `http://${ADDR.target}:8080/bytes/${size}?seed=${seed}`,
+  ]);
+}
+
+Deno.test({
+  name: "netns carriers: fake-TCP carries 64 MiB byte-exact through a firewall that drops UDP",
+  ignore: !enabled,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const tb = await Testbed.createVeth();
+    const state = await Deno.makeTempDir();
+    const out = `${state}/f.bin`;
+    const pcap = `${state}/cap.pcap`;
+    let bed: Awaited<ReturnType<typeof startTunnel>> | null = null;
+    let dump: Deno.ChildProcess | null = null;
+    try {
+      await blockUdp(tb.server, 8443);
+      bed = await startTunnel(tb, {
+        serverArgs: [
+          "-c",
+          await config(state, "server", {
+            faketcp: { listen: `${ADDR.server}:8443`, stateDir: state },
+          }),
+        ],
+        clientArgs: [
+          "-c",
+          await config(state, "client", {
+            carrier: "faketcp",
+            faketcp: { stateDir: state },
+          }),
+        ],
+      });
+      dump = new Deno.Command("ip", {
+        args: [
+          "netns",
+          "exec",
+          tb.server,
+          "tcpdump",
+          "-i",
+          "any",
+          "-s",
+          "128",
+          "-c",
+          "4000",
+          "-w",
+          pcap,
+          "tcp",
+          "port",
+          "8443",
+        ],
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      await sleep(500);
+      const size = 64 * MiB;
+      const r = await download(tb, bed.proxyPort, size, 5, out);
+      assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+      assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(size, 5)));
+      assert(bed.client.count(/carriers: faketcp/) === 1, "the client rode fake-TCP");
+      // conntrack of the server's namespace saw a real established TCP flow.
+      const ct = await run("ip", "netns", "exec", tb.server, "conntrack", "-L", "-p", "tcp");
+      assert(/ESTABLISHED.*dport=8443/.test(ct), `conntrack shows the flow: ${ct}`);
+      await dump.status;
+      dump = null;
+      const bad = await run(
+        "tshark",
+        "-r",
+        pcap,
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-Y",
+        'tcp.checksum.status == "Bad" || ip.checksum.status == "Bad" || _ws.malformed || tcp.flags.reset == 1',
+      );
+      assertEquals(bad.trim(), "", "tshark finds no bad, malformed or reset segment");
+      const all = await run("tshark", "-r", pcap, "-Y", "tcp");
+      assert(all.split("\n").length > 1000, "the capture holds the transfer's segments");
+    } finally {
+      try {
+        dump?.kill();
+        await dump?.status;
+      } catch {
+        // ended
+      }
+      await bed?.stop();
+      await tb.close();
+      await Deno.remove(state, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "netns carriers: UDP blocked mid-transfer → the session moves to fake-TCP, no new handshake",
+  ignore: !enabled,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const tb = await Testbed.createVeth();
+    const state = await Deno.makeTempDir();
+    const out = `${state}/f.bin`;
+    let bed: Awaited<ReturnType<typeof startTunnel>> | null = null;
+    try {
+      bed = await startTunnel(tb, {
+        serverArgs: [
+          "-c",
+          await config(state, "server", {
+            faketcp: { listen: `${ADDR.server}:8443`, stateDir: state },
+          }),
+        ],
+        clientArgs: [
+          "--keepalive",
+          "1",
+          "-c",
+          await config(state, "client", {
+            carrier: "auto",
+            fallback: ["udp", "faketcp"],
+            faketcp: { stateDir: state },
+          }),
+        ],
+      });
+      const size = 48 * MiB;
+      const transfer = tb.exec(tb.client, "curl", [
+        "-sS",
+        "-m",
+        "120",
+        "--limit-rate",
+        "8M",
+        "--socks5-hostname",
+        `127.0.0.1:${bed.proxyPort}`,
+        "-o",
+        out,
+        `http://${ADDR.target}:8080/bytes/${size}?seed=6`,
+      ]);
+      await sleep(2000);
+      const cutAt = bed.client.output.length;
+      await blockUdp(tb.server, 8443);
+      await bed.client.waitFor(/moved from udp to faketcp .*same session/, 20_000, cutAt);
+      const r = await transfer;
+      assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+      assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(size, 6)));
+      const stats = (await bed.server.statsDump()).stats;
+      assertEquals(stats.handshakes, 1, "no new handshake");
+      assert(stats.migrations >= 1, `the session moved (migrations ${stats.migrations})`);
+      assertEquals(bed.client.count(/connected to/), 1, "the client never reconnected");
+    } finally {
+      await bed?.stop();
+      await tb.close();
+      await Deno.remove(state, { recursive: true });
+    }
+  },
+});
