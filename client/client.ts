@@ -57,8 +57,10 @@ export interface RunnerStats {
   index: number;
   /** Its runner's state. */
   state: RunnerState;
-  /** Local UDP port of its current socket (0 when it has none). */
+  /** Local port of its current link (0 when it has none). */
   localPort: number;
+  /** The carrier its session rides on ("udp", "faketcp", "udp+fec", …; "" when none). */
+  carrier: string;
   /** Streams it carries now. */
   streams: number;
 }
@@ -137,6 +139,13 @@ export class OstpClient {
             "starting a new handshake beside the session",
           { session, silent },
         );
+      },
+      onLinkLost: (session, carrier) => {
+        this.outageLoggedAt[session] = performance.now();
+        log.warn("session {session}: its {carrier} path was lost; moving it to a new one", {
+          session,
+          carrier,
+        });
       },
       onAttemptFailed: (session, reason, streak, retryInMs) => {
         this.onAttemptFailed(session, reason, streak, retryInMs);
@@ -347,6 +356,7 @@ export class OstpClient {
         index: r.index,
         state: r.state,
         localPort: r.localPort,
+        carrier: r.carrier,
         streams: r.conn?.session.streamCount ?? 0,
       })),
     };

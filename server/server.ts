@@ -113,6 +113,12 @@ export interface ServerOptions {
    * cannot cross into workers): otherwise 1, with a log line saying why.
    */
   workers?: number;
+  /**
+   * More carrier listeners to serve, besides those of the config (tests, an
+   * embedding program's own carrier); the server runs and closes them. With
+   * any, the server runs on one worker.
+   */
+  listeners?: CarrierListener[];
 }
 
 const log = getLog("server");
@@ -184,7 +190,9 @@ export class OstpServer {
       );
       workers = 1;
     }
-    if (workers > 1 && config.carriers && Object.keys(config.carriers).length > 0) {
+    const extraCarriers = (config.carriers && Object.keys(config.carriers).length > 0) ||
+      (options.listeners?.length ?? 0) > 0;
+    if (workers > 1 && extraCarriers) {
       log.info(
         "running 1 worker, not {workers}: the fake-TCP, UDP-over-TCP and TLS carriers run on " +
           "the main thread (docs/carriers.md)",
@@ -318,12 +326,16 @@ export class OstpServer {
   /** Opens the listeners of the carriers besides UDP (docs/carriers.md). */
   private async listenCarriers(): Promise<void> {
     const c = this.current.carriers;
-    if (!c) return;
-    const { openCarrierListeners } = await import("./carrier_listeners.ts");
-    const opened = await openCarrierListeners(c, {
-      admit: (d: Uint8Array) => this.dispatcher.recognizes(d),
-      stateDir: this.current.l3?.stateDir,
-    });
+    const opened = [...(this.options.listeners ?? [])];
+    if (c) {
+      const { openCarrierListeners } = await import("./carrier_listeners.ts");
+      opened.push(
+        ...await openCarrierListeners(c, {
+          admit: (d: Uint8Array) => this.dispatcher.recognizes(d),
+          stateDir: this.current.l3?.stateDir,
+        }),
+      );
+    }
     for (const l of opened) {
       this.listeners.push(l);
       this.loops.push(this.receiveLoop(l));

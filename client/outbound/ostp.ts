@@ -60,6 +60,12 @@ export interface OstpPoolOptions {
    * `silentMs`); a new handshake starts beside it. Once per outage.
    */
   onUnresponsive?: (index: number, silentMs: number) => void;
+  /**
+   * The carrier of runner `index`'s live session gave up on its path (a
+   * fake-TCP flow a NAT forgot, a reset connection); the session moves to a
+   * new link. Once per loss.
+   */
+  onLinkLost?: (index: number, carrier: string) => void;
   /** Resolves the server's name (default: `node:dns/promises` `lookup`); bounded by the connect timeout. */
   lookup?: (host: string) => Promise<{ address: string }>;
   /** Opens a UDP socket (default: `openUdp`); may throw (EMFILE, …). Ignored with `carriers`. */
@@ -101,6 +107,8 @@ const DEMAND_RETRY_MS = 1000;
  * the attempt's hello goes out too, ms (two probes at the hello pace).
  */
 const CARRIER_MOVE_PROBE_MS = 900;
+/** How long after an attempt started its link still looks for the hello's answer, ms. */
+const HELLO_ANSWER_WINDOW_MS = 15_000;
 /** A session that lasted this long resets the back-off, ms. */
 const LASTING_SESSION_MS = 5000;
 /**
@@ -135,6 +143,8 @@ interface Attempt {
   cancelled: boolean;
   /** The silent session's packets went out on this attempt's link too. */
   carried: boolean;
+  /** The hello went out (an answer may come). */
+  helloSent: boolean;
   /**
    * The attempt reaches the live session's server host (its name may have
    * moved): only then may the silent session's packets take its link.
@@ -428,15 +438,23 @@ export class SessionRunner {
   private receiveLoop(link: CarrierLink, attempt: Attempt | null): void {
     this.reading.add(link);
     link.run((data) => {
-      if (attempt !== null && !attempt.installed) {
-        if (this.onServerHello(attempt, data)) return;
-        const conn = this.conn;
-        if (!conn || !this.silent || attempt.answer) return;
-        // The silent session's server answers on the attempt's carrier.
-        if (conn.receive(data) !== Receive.DROPPED && this.conn === conn) {
-          this.migrateTo(attempt);
+      if (attempt !== null) {
+        // The hello may be answered even after the silent session moved to this link: that
+        // answer is a session the server must be told to drop (adopt() closes it).
+        if (
+          attempt.helloSent && !attempt.answer &&
+          performance.now() - attempt.started < HELLO_ANSWER_WINDOW_MS &&
+          this.onServerHello(attempt, data)
+        ) return;
+        if (!attempt.installed) {
+          const conn = this.conn;
+          if (!conn || !this.silent || attempt.answer) return;
+          // The silent session's server answers on the attempt's carrier.
+          if (conn.receive(data) !== Receive.DROPPED && this.conn === conn) {
+            this.migrateTo(attempt);
+          }
+          return;
         }
-        return;
       }
       // The live link, or one lingering after a move: packets in flight still count.
       this.conn?.receive(data);
@@ -448,10 +466,8 @@ export class SessionRunner {
       const conn = this.conn;
       if (!conn?.isOpen) return;
       this.linkLost = true;
-      if (!this.silent) {
-        this.silent = true;
-        this.opts.onUnresponsive?.(this.index, 0);
-      }
+      this.silent = true;
+      this.opts.onLinkLost?.(this.index, link.kind);
       this.poke();
     });
   }
@@ -570,9 +586,7 @@ export class SessionRunner {
   private pickCarrier(): number {
     const n = this.carriers.length;
     const i = this.nextCarrier % n;
-    const lost = this.linkLost;
-    this.linkLost = false;
-    if (n > 1 && !lost && (this.silent || this.failedOnCarrier)) {
+    if (n > 1 && !this.linkLost && (this.silent || this.failedOnCarrier)) {
       this.nextCarrier = (i + 1) % n;
       return this.nextCarrier;
     }
@@ -599,6 +613,8 @@ export class SessionRunner {
     const { host } = this.opts.server;
     const carrier = this.first ? 0 : this.pickCarrier();
     this.first = false;
+    const lostLink = this.linkLost;
+    this.linkLost = false;
     const route = this.carriers[carrier];
     const port = route.port ?? this.opts.server.port;
     // This attempt's own address: the live (silent) session keeps sending to its own.
@@ -625,6 +641,7 @@ export class SessionRunner {
       installed: false,
       cancelled: false,
       carried: false,
+      helloSent: false,
       sameServer: this.serverAddr?.hostname === server.hostname,
     };
     this.attempt = a;
@@ -640,10 +657,11 @@ export class SessionRunner {
         a.hello = buildClientHello(this.secrets, this.masker, params, Date.now());
       }
       this.receiveLoop(link, a);
-      // A silent session trying another carrier to its own server: the probes alone first,
-      // so a server that still knows it moves it there without a new handshake; the hello
-      // follows if they go unanswered (a restarted server).
-      const helloAt = this.conn && this.silent && a.sameServer && link.kind !== this.link?.kind
+      // A silent session trying another carrier to its own server, or a new path after its
+      // carrier lost the old one: the probes alone first, so a server that still knows it moves
+      // it there without a new handshake; the hello follows if they go unanswered (a restart).
+      const move = lostLink || link.kind !== this.link?.kind;
+      const helloAt = this.conn && this.silent && a.sameServer && move
         ? performance.now() + CARRIER_MOVE_PROBE_MS
         : 0;
       while (!a.installed && !a.cancelled && !this.stopped) {
@@ -658,7 +676,10 @@ export class SessionRunner {
           old.session.ping();
           old.flush();
         }
-        if (performance.now() >= helloAt) link.send(a.hello.datagram);
+        if (performance.now() >= helloAt) {
+          link.send(a.hello.datagram);
+          a.helloSent = true;
+        }
         link.flush();
         const left = deadline - performance.now();
         if (left <= 0) break;
