@@ -189,7 +189,9 @@ export function carrierConformance(
       assert(await until(() => a.received.length >= 1 && b.received.length >= 1), "both answered");
       assertEquals(a.received[0].length, 40);
       assertEquals(b.received[0].length, 50);
-      const [ea, eb] = [echo.received[0].from, echo.received[1].from];
+      // Which endpoint is which, by what each sent (two connections may arrive in any order).
+      const byLength = (n: number) => echo.received.find((r) => r.data.length === n)!.from;
+      const [ea, eb] = [byLength(40), byLength(50)];
       assert(ea.key !== eb.key, "distinct endpoint keys");
       assertEquals(ea.carrier, eb.carrier);
       // Same path again: the same key.
