@@ -49,6 +49,39 @@ async function config(dir: string, name: string, body: Record<string, unknown>):
   return path;
 }
 
+/**
+ * Registers a test on a fresh plain-veth testbed with a temporary state
+ * directory; `fn` may start daemons on it with {@link startTunnel} through
+ * `start` (stopped afterwards); everything is removed even when it fails.
+ */
+function bedTest(
+  name: string,
+  fn: (
+    tb: Testbed,
+    state: string,
+    start: (opts: Parameters<typeof startTunnel>[1]) => ReturnType<typeof startTunnel>,
+  ) => Promise<void>,
+): void {
+  Deno.test({
+    name: `netns carriers: ${name}`,
+    ignore: !enabled,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn() {
+      const tb = await Testbed.createVeth();
+      const state = await Deno.makeTempDir();
+      let bed: Awaited<ReturnType<typeof startTunnel>> | null = null;
+      try {
+        await fn(tb, state, async (opts) => (bed = await startTunnel(tb, opts)));
+      } finally {
+        await (bed as Awaited<ReturnType<typeof startTunnel>> | null)?.stop();
+        await tb.close();
+        await Deno.remove(state, { recursive: true });
+      }
+    },
+  });
+}
+
 async function download(tb: Testbed, proxyPort: number, size: number, seed: number, out: string) {
   return await tb.exec(tb.client, "curl", [
     "-sS",
@@ -62,21 +95,15 @@ async function download(tb: Testbed, proxyPort: number, size: number, seed: numb
   ]);
 }
 
-Deno.test({
-  name: "netns carriers: fake-TCP carries 64 MiB byte-exact through a firewall that drops UDP",
-  ignore: !enabled,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const tb = await Testbed.createVeth();
-    const state = await Deno.makeTempDir();
+bedTest(
+  "fake-TCP carries 64 MiB byte-exact through a firewall that drops UDP",
+  async (tb, state, start) => {
     const out = `${state}/f.bin`;
     const pcap = `${state}/cap.pcap`;
-    let bed: Awaited<ReturnType<typeof startTunnel>> | null = null;
     let dump: Deno.ChildProcess | null = null;
     try {
       await blockUdp(tb.server, 8443);
-      bed = await startTunnel(tb, {
+      const bed = await start({
         serverArgs: [
           "-c",
           await config(state, "server", {
@@ -142,227 +169,174 @@ Deno.test({
       } catch {
         // ended
       }
-      await bed?.stop();
-      await tb.close();
-      await Deno.remove(state, { recursive: true });
     }
   },
-});
+);
 
-Deno.test({
-  name:
-    "netns carriers: UDP blocked mid-transfer → the session moves to fake-TCP, no new handshake",
-  ignore: !enabled,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const tb = await Testbed.createVeth();
-    const state = await Deno.makeTempDir();
+bedTest(
+  "UDP blocked mid-transfer → the session moves to fake-TCP, no new handshake",
+  async (tb, state, start) => {
     const out = `${state}/f.bin`;
-    let bed: Awaited<ReturnType<typeof startTunnel>> | null = null;
-    try {
-      bed = await startTunnel(tb, {
-        serverArgs: [
-          "-c",
-          await config(state, "server", {
-            faketcp: { listen: `${ADDR.server}:8443`, stateDir: state },
-          }),
-        ],
-        clientArgs: [
-          "--keepalive",
-          "1",
-          "-c",
-          await config(state, "client", {
-            carrier: "auto",
-            fallback: ["udp", "faketcp"],
-            faketcp: { stateDir: state },
-          }),
-        ],
-      });
-      const size = 48 * MiB;
-      const transfer = tb.exec(tb.client, "curl", [
-        "-sS",
-        "-m",
-        "120",
-        "--limit-rate",
-        "8M",
-        "--socks5-hostname",
-        `127.0.0.1:${bed.proxyPort}`,
-        "-o",
-        out,
-        `http://${ADDR.target}:8080/bytes/${size}?seed=6`,
-      ]);
-      await sleep(2000);
-      const cutAt = bed.client.output.length;
-      await blockUdp(tb.server, 8443);
-      await bed.client.waitFor(/moved from udp to faketcp .*same session/, 20_000, cutAt);
-      const r = await transfer;
-      assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
-      assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(size, 6)));
-      const stats = (await bed.server.statsDump()).stats;
-      assertEquals(stats.handshakes, 1, "no new handshake");
-      assert(stats.migrations >= 1, `the session moved (migrations ${stats.migrations})`);
-      assertEquals(bed.client.count(/connected to/), 1, "the client never reconnected");
-    } finally {
-      await bed?.stop();
-      await tb.close();
-      await Deno.remove(state, { recursive: true });
-    }
-  },
-});
-
-Deno.test({
-  name:
-    "netns carriers: TLS carries 64 MiB through a TCP-443-only firewall; probes see the web origin",
-  ignore: !enabled,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const tb = await Testbed.createVeth();
-    const state = await Deno.makeTempDir();
-    const out = `${state}/f.bin`;
-    let bed: Awaited<ReturnType<typeof startTunnel>> | null = null;
-    try {
-      const certs = await makeTestCerts(state, ["ostp.test", ADDR.server]);
-      await blockUdp(tb.server, 443);
-      bed = await startTunnel(tb, {
-        serverArgs: [
-          "-c",
-          await config(state, "server", {
-            tls: {
-              listen: `${ADDR.server}:443`,
-              cert: certs.cert,
-              key: certs.key,
-              fallback: `${ADDR.target}:8080`,
-            },
-          }),
-        ],
-        clientArgs: [
-          "-c",
-          await config(state, "client", {
-            carrier: "tls",
-            tls: { port: 443, serverName: "ostp.test", ca: certs.ca },
-          }),
-        ],
-      });
-      const size = 64 * MiB;
-      const r = await download(tb, bed.proxyPort, size, 7, out);
-      assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
-      assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(size, 7)));
-      assertEquals(bed.client.count(/carriers: tls/), 1, "the client rode TLS");
-      // A prober with curl: HTTPS to the server's port gets the fallback origin's answer.
-      const probe = await tb.exec(tb.client, "curl", [
-        "-sS",
-        "--cacert",
-        certs.ca,
-        "--resolve",
-        `ostp.test:443:${ADDR.server}`,
-        "-o",
-        `${state}/probe.bin`,
-        "https://ostp.test:443/bytes/1000?seed=3",
-      ]);
-      assertEquals(probe.code, 0, new TextDecoder().decode(probe.stderr));
-      assertEquals(
-        await sha256Hex(await Deno.readFile(`${state}/probe.bin`)),
-        await sha256Hex(payload(1000, 3)),
-        "the web origin's own answer",
-      );
-    } finally {
-      await bed?.stop();
-      await tb.close();
-      await Deno.remove(state, { recursive: true });
-    }
-  },
-});
-
-Deno.test({
-  name: "netns carriers: probes of the fake-TCP port (random bytes, HTTP, TLS hello) get no banner",
-  ignore: !enabled,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const tb = await Testbed.createVeth();
-    const state = await Deno.makeTempDir();
-    let bed: Awaited<ReturnType<typeof startTunnel>> | null = null;
-    try {
-      bed = await startTunnel(tb, {
-        serverArgs: [
-          "-c",
-          await config(state, "server", {
-            faketcp: { listen: `${ADDR.server}:8443`, stateDir: state },
-          }),
-        ],
-      });
-      const target = `${ADDR.server}/8443`;
-      // Plain TCP connect, random bytes, read for a second: nothing comes back.
-      const raw = await tb.exec(tb.client, "bash", [
+    const bed = await start({
+      serverArgs: [
         "-c",
-        `exec 3<>/dev/tcp/${target}; head -c 64 /dev/urandom >&3; timeout 1 cat <&3 | wc -c`,
-      ]);
-      assertEquals(new TextDecoder().decode(raw.stdout).trim(), "0", "no bytes for random bytes");
-      // An HTTP request: no response at all.
-      const http = await tb.exec(tb.client, "curl", [
-        "-sS",
-        "-m",
-        "2",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        `http://${ADDR.server}:8443/`,
-      ]);
-      assertEquals(new TextDecoder().decode(http.stdout), "000", "no HTTP answer");
-      // A TLS ClientHello: no ServerHello.
-      const tls = await tb.exec(tb.client, "timeout", [
-        "3",
-        "openssl",
-        "s_client",
-        "-connect",
-        `${ADDR.server}:8443`,
-        "-servername",
-        "ostp.test",
-      ]);
-      const text = new TextDecoder().decode(tls.stdout);
-      assert(!/Server certificate|BEGIN CERTIFICATE|Cipher is [A-Z]/.test(text), text);
-      const stats = (await bed.server.statsDump()).stats;
-      assertEquals(stats.sessions, 1, "the real client's session only");
-      assert(
-        stats.drops.unauthenticated > 0,
-        "the probes' data reached the server and was dropped",
-      );
-    } finally {
-      await bed?.stop();
-      await tb.close();
-      await Deno.remove(state, { recursive: true });
-    }
+        await config(state, "server", {
+          faketcp: { listen: `${ADDR.server}:8443`, stateDir: state },
+        }),
+      ],
+      clientArgs: [
+        "--keepalive",
+        "1",
+        "-c",
+        await config(state, "client", {
+          carrier: "auto",
+          fallback: ["udp", "faketcp"],
+          faketcp: { stateDir: state },
+        }),
+      ],
+    });
+    const size = 48 * MiB;
+    const transfer = tb.exec(tb.client, "curl", [
+      "-sS",
+      "-m",
+      "120",
+      "--limit-rate",
+      "8M",
+      "--socks5-hostname",
+      `127.0.0.1:${bed.proxyPort}`,
+      "-o",
+      out,
+      `http://${ADDR.target}:8080/bytes/${size}?seed=6`,
+    ]);
+    await sleep(2000);
+    const cutAt = bed.client.output.length;
+    await blockUdp(tb.server, 8443);
+    await bed.client.waitFor(/moved from udp to faketcp .*same session/, 20_000, cutAt);
+    const r = await transfer;
+    assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+    assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(size, 6)));
+    const stats = (await bed.server.statsDump()).stats;
+    assertEquals(stats.handshakes, 1, "no new handshake");
+    assert(stats.migrations >= 1, `the session moved (migrations ${stats.migrations})`);
+    assertEquals(bed.client.count(/connected to/), 1, "the client never reconnected");
   },
-});
+);
 
-Deno.test({
-  name: "netns carriers: UDP-over-TCP carries 32 MiB byte-exact through the UDP-dropping firewall",
-  ignore: !enabled,
-  sanitizeOps: false,
-  sanitizeResources: false,
-  async fn() {
-    const tb = await Testbed.createVeth();
-    const state = await Deno.makeTempDir();
+bedTest(
+  "TLS carries 64 MiB through a TCP-443-only firewall; probes see the web origin",
+  async (tb, state, start) => {
     const out = `${state}/f.bin`;
-    let bed: Awaited<ReturnType<typeof startTunnel>> | null = null;
-    try {
-      await blockUdp(tb.server, 8443);
-      bed = await startTunnel(tb, {
-        serverArgs: ["--uot-listen", `${ADDR.server}:8443`],
-        clientArgs: ["--carrier", "uot"],
-      });
-      const size = 32 * MiB;
-      const r = await download(tb, bed.proxyPort, size, 8, out);
-      assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
-      assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(size, 8)));
-      assertEquals(bed.client.count(/carriers: uot/), 1, "the client rode UDP-over-TCP");
-    } finally {
-      await bed?.stop();
-      await tb.close();
-      await Deno.remove(state, { recursive: true });
-    }
+    const certs = await makeTestCerts(state, ["ostp.test", ADDR.server]);
+    await blockUdp(tb.server, 443);
+    const bed = await start({
+      serverArgs: [
+        "-c",
+        await config(state, "server", {
+          tls: {
+            listen: `${ADDR.server}:443`,
+            cert: certs.cert,
+            key: certs.key,
+            fallback: `${ADDR.target}:8080`,
+          },
+        }),
+      ],
+      clientArgs: [
+        "-c",
+        await config(state, "client", {
+          carrier: "tls",
+          tls: { port: 443, serverName: "ostp.test", ca: certs.ca },
+        }),
+      ],
+    });
+    const size = 64 * MiB;
+    const r = await download(tb, bed.proxyPort, size, 7, out);
+    assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+    assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(size, 7)));
+    assertEquals(bed.client.count(/carriers: tls/), 1, "the client rode TLS");
+    // A prober with curl: HTTPS to the server's port gets the fallback origin's answer.
+    const probe = await tb.exec(tb.client, "curl", [
+      "-sS",
+      "--cacert",
+      certs.ca,
+      "--resolve",
+      `ostp.test:443:${ADDR.server}`,
+      "-o",
+      `${state}/probe.bin`,
+      "https://ostp.test:443/bytes/1000?seed=3",
+    ]);
+    assertEquals(probe.code, 0, new TextDecoder().decode(probe.stderr));
+    assertEquals(
+      await sha256Hex(await Deno.readFile(`${state}/probe.bin`)),
+      await sha256Hex(payload(1000, 3)),
+      "the web origin's own answer",
+    );
   },
-});
+);
+
+bedTest(
+  "probes of the fake-TCP port (random bytes, HTTP, TLS hello) get no banner",
+  async (tb, state, start) => {
+    const bed = await start({
+      serverArgs: [
+        "-c",
+        await config(state, "server", {
+          faketcp: { listen: `${ADDR.server}:8443`, stateDir: state },
+        }),
+      ],
+    });
+    const target = `${ADDR.server}/8443`;
+    // Plain TCP connect, random bytes, read for a second: nothing comes back.
+    const raw = await tb.exec(tb.client, "bash", [
+      "-c",
+      `exec 3<>/dev/tcp/${target}; head -c 64 /dev/urandom >&3; timeout 1 cat <&3 | wc -c`,
+    ]);
+    assertEquals(new TextDecoder().decode(raw.stdout).trim(), "0", "no bytes for random bytes");
+    // An HTTP request: no response at all.
+    const http = await tb.exec(tb.client, "curl", [
+      "-sS",
+      "-m",
+      "2",
+      "-o",
+      "/dev/null",
+      "-w",
+      "%{http_code}",
+      `http://${ADDR.server}:8443/`,
+    ]);
+    assertEquals(new TextDecoder().decode(http.stdout), "000", "no HTTP answer");
+    // A TLS ClientHello: no ServerHello.
+    const tls = await tb.exec(tb.client, "timeout", [
+      "3",
+      "openssl",
+      "s_client",
+      "-connect",
+      `${ADDR.server}:8443`,
+      "-servername",
+      "ostp.test",
+    ]);
+    const text = new TextDecoder().decode(tls.stdout);
+    assert(!/Server certificate|BEGIN CERTIFICATE|Cipher is [A-Z]/.test(text), text);
+    const stats = (await bed.server.statsDump()).stats;
+    assertEquals(stats.sessions, 1, "the real client's session only");
+    assert(
+      stats.drops.unauthenticated > 0,
+      "the probes' data reached the server and was dropped",
+    );
+  },
+);
+
+bedTest(
+  "UDP-over-TCP carries 32 MiB byte-exact through the UDP-dropping firewall",
+  async (tb, state, start) => {
+    const out = `${state}/f.bin`;
+    await blockUdp(tb.server, 8443);
+    const bed = await start({
+      serverArgs: ["--uot-listen", `${ADDR.server}:8443`],
+      clientArgs: ["--carrier", "uot"],
+    });
+    const size = 32 * MiB;
+    const r = await download(tb, bed.proxyPort, size, 8, out);
+    assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+    assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(size, 8)));
+    assertEquals(bed.client.count(/carriers: uot/), 1, "the client rode UDP-over-TCP");
+  },
+);
