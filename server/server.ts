@@ -65,7 +65,24 @@ export type ServerStats = TrafficStats & {
    * roaming client hashed to another worker; docs/workers.md). 0 with one worker.
    */
   forwarded: number;
+  /**
+   * The listeners besides plain UDP (docs/carriers.md), with their own
+   * counters where they keep some (FEC: recovered datagrams, ratio, loss).
+   */
+  carriers?: CarrierSummary[];
 };
+
+/** One carrier listener as `status` shows it. */
+export interface CarrierSummary {
+  /** The carrier ("faketcp", "uot", "tls", "udp+fec"). */
+  kind: string;
+  /** Its port. */
+  port: number;
+  /** Connections or flows it holds, where it counts them. */
+  connections?: number;
+  /** Its counters, where it keeps some. */
+  counters?: Record<string, number | string>;
+}
 
 /** One worker thread's share, as `status` shows it. */
 export interface WorkerSummary {
@@ -916,7 +933,28 @@ export class OstpServer {
       migrations: live.reduce((n, s) => n + s.migrations, 0),
       egressDenied: { tcp: this.egressDeniedTcp, udp: this.udpStats.egressDenied },
       forwarded: 0,
+      ...(this.listeners.length > this.sockets.length ? { carriers: this.carrierSummaries() } : {}),
     };
+  }
+
+  /** The listeners besides plain UDP, with what each counts. */
+  private carrierSummaries(): CarrierSummary[] {
+    return this.listeners.filter((l) => !(l instanceof UdpListener)).map((l) => {
+      const x = l as CarrierListener & {
+        stats?: () => Record<string, number | string>;
+        counters?: Record<string, number>;
+        connections?: number;
+        flowCount?: number;
+      };
+      const counters = x.stats?.() ?? x.counters;
+      const connections = x.connections ?? x.flowCount;
+      return {
+        kind: l.kind,
+        port: l.local.port,
+        ...(connections !== undefined ? { connections } : {}),
+        ...(counters ? { counters: { ...counters } } : {}),
+      };
+    });
   }
 
   /** The sums of the workers' latest snapshots; rtt and cwnd of the busiest session. */

@@ -340,3 +340,39 @@ bedTest(
     assertEquals(bed.client.count(/carriers: uot/), 1, "the client rode UDP-over-TCP");
   },
 );
+
+Deno.test({
+  name:
+    "netns carriers: FEC 10:3 at 10% loss — a download completes and lost datagrams are rebuilt",
+  ignore: !enabled,
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const imp = { delayMs: 10, loss: 0.1 };
+    const tb = await Testbed.create(imp, imp, 41);
+    const state = await Deno.makeTempDir();
+    const out = `${state}/f.bin`;
+    let bed: Awaited<ReturnType<typeof startTunnel>> | null = null;
+    try {
+      bed = await startTunnel(tb, {
+        serverArgs: ["--fec-listen", `${ADDR.server}:8444`],
+        clientArgs: ["-c", await config(state, "client", { fec: "10:3", fecPort: 8444 })],
+      });
+      const size = 4 * MiB;
+      const r = await download(tb, bed.proxyPort, size, 9, out);
+      assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+      assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(size, 9)));
+      assertEquals(bed.client.count(/carriers: udp\+fec/), 1, "the client coded its datagrams");
+      const stats = (await bed.server.statsDump()).stats;
+      const fec = stats.carriers.find((c: { kind: string }) => c.kind === "udp+fec");
+      assert(fec, JSON.stringify(stats.carriers));
+      assertEquals(fec.counters.ratio, "10:3", "the server codes its direction 10:3 too");
+      assert(fec.counters.recovered > 0, `recovered ${fec.counters.recovered}`);
+      assert(fec.counters.paritySent > 0, "the server sends parity");
+    } finally {
+      await bed?.stop();
+      await tb.close();
+      await Deno.remove(state, { recursive: true });
+    }
+  },
+});
