@@ -61,6 +61,8 @@ export interface RunnerStats {
   localPort: number;
   /** The carrier its session rides on ("udp", "faketcp", "udp+fec", …; "" when none). */
   carrier: string;
+  /** Its carrier's counters, where it keeps some (FEC: recovered, ratio, loss). */
+  carrierCounters?: Record<string, number | string>;
   /** Streams it carries now. */
   streams: number;
 }
@@ -357,6 +359,7 @@ export class OstpClient {
         state: r.state,
         localPort: r.localPort,
         carrier: r.carrier,
+        ...(r.carrierCounters ? { carrierCounters: r.carrierCounters } : {}),
         streams: r.conn?.session.streamCount ?? 0,
       })),
     };

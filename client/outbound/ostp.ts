@@ -370,6 +370,13 @@ export class SessionRunner {
     return this.link?.kind ?? "";
   }
 
+  /** The live link's own counters, where its carrier keeps some (FEC). */
+  get carrierCounters(): Record<string, number | string> | undefined {
+    const l = this.link as (CarrierLink & { stats?: () => object }) | null;
+    const s = l?.stats?.();
+    return s ? { ...s } as Record<string, number | string> : undefined;
+  }
+
   /**
    * Moves the live session to a fresh link of its carrier (a new source
    * port) without a new handshake: NAT rebinding on demand, and the "socket

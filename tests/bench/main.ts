@@ -17,7 +17,10 @@
  * kcptun, with latency under load per peer (`veth.ts`, root only;
  * `OSTP_BENCH_VETH=0` skips it), and the network-namespace suite against
  * shadowsocks-libev, kcptun and plain TCP through the link emulator
- * (`peers.ts`, root only; `OSTP_BENCH_PEERS=0` skips it).
+ * (`peers.ts`, root only; `OSTP_BENCH_PEERS=0` skips it). Before those, the FEC
+ * codec in MB/s (`fec_bench.ts`; `OSTP_BENCH_FEC=0` skips it) and the carriers:
+ * throughput and CPU per carrier, FEC against kcptun at 10% loss
+ * (`carrier_paths.ts`, root only; `OSTP_BENCH_CARRIERS=0` skips it).
  */
 import { curl, startClient, startOrigin, startServer } from "../support/daemons.ts";
 import { printConnRate, runConnRate } from "./connrate.ts";
@@ -27,6 +30,8 @@ import { benchSessions } from "./sessions.ts";
 import { benchUsers } from "./users.ts";
 import { benchRouter } from "./router.ts";
 import { benchWorkers, printWorkers } from "./workers.ts";
+import { runFecCodecBench } from "./fec_bench.ts";
+import { runCarrierPaths } from "./carrier_paths.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
@@ -162,6 +167,14 @@ if (Deno.env.get("OSTP_BENCH_CONNRATE") !== "0") {
 if (Deno.env.get("OSTP_BENCH_ROUTER") !== "0") {
   console.log();
   await benchRouter();
+}
+
+if (Deno.env.get("OSTP_BENCH_FEC") !== "0") await runFecCodecBench();
+
+if (Deno.env.get("OSTP_BENCH_CARRIERS") === "0") {
+  console.log("\ncarriers bench skipped (OSTP_BENCH_CARRIERS=0)");
+} else {
+  await runCarrierPaths();
 }
 
 if (Deno.env.get("OSTP_BENCH_VETH") === "0") {
