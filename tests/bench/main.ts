@@ -20,7 +20,9 @@
  * (`peers.ts`, root only; `OSTP_BENCH_PEERS=0` skips it). Before those, the FEC
  * codec in MB/s (`fec_bench.ts`; `OSTP_BENCH_FEC=0` skips it) and the carriers:
  * throughput and CPU per carrier, FEC against kcptun at 10% loss
- * (`carrier_paths.ts`, root only; `OSTP_BENCH_CARRIERS=0` skips it).
+ * (`carrier_paths.ts`, root only; `OSTP_BENCH_CARRIERS=0` skips it), and the
+ * layer-3 VPN against wireguard-go and OpenVPN (`l3_vpn.ts`, root only;
+ * `OSTP_BENCH_L3=0` skips it).
  */
 import { curl, startClient, startOrigin, startServer } from "../support/daemons.ts";
 import { printConnRate, runConnRate } from "./connrate.ts";
@@ -32,6 +34,7 @@ import { benchRouter } from "./router.ts";
 import { benchWorkers, printWorkers } from "./workers.ts";
 import { runFecCodecBench } from "./fec_bench.ts";
 import { runCarrierPaths } from "./carrier_paths.ts";
+import { runL3Bench } from "./l3_vpn.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
@@ -175,6 +178,12 @@ if (Deno.env.get("OSTP_BENCH_CARRIERS") === "0") {
   console.log("\ncarriers bench skipped (OSTP_BENCH_CARRIERS=0)");
 } else {
   await runCarrierPaths();
+}
+
+if (Deno.env.get("OSTP_BENCH_L3") === "0") {
+  console.log("\nlayer-3 bench skipped (OSTP_BENCH_L3=0)");
+} else {
+  await runL3Bench();
 }
 
 if (Deno.env.get("OSTP_BENCH_VETH") === "0") {
