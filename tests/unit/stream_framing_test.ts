@@ -3,7 +3,9 @@ import { FrameReader, FrameWriter } from "../../shared/carrier/stream_framing.ts
 
 function frames(sizes: number[]): { wire: Uint8Array; payloads: Uint8Array[] } {
   const w = new FrameWriter(16);
-  const payloads = sizes.map((n, i) => Uint8Array.from({ length: n }, (_, j) => (i * 31 + j) & 0xff));
+  const payloads = sizes.map((n, i) =>
+    Uint8Array.from({ length: n }, (_, j) => (i * 31 + j) & 0xff)
+  );
   for (const p of payloads) w.add(p);
   return { wire: w.take(), payloads };
 }
