@@ -269,7 +269,6 @@ export class OstpClient {
     if (this.config.carriers) {
       this.carriers = await clientCarriers(this.config.carriers, this.config.server.host, {
         connectTimeoutMs: this.config.connectTimeout * 1000,
-        ...(this.config.carriers.stateDir ? { stateDir: this.config.carriers.stateDir } : {}),
       });
       for (const r of this.pool.runners) r.setCarriers(this.carriers.routes);
       log.info("carriers: {order}", {

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { getLog } from "../../shared/log.ts";
 import type { CarrierDialer } from "../../shared/carrier/carrier.ts";
 import { UdpDialer } from "../../shared/carrier/udp.ts";
 import {
@@ -14,6 +15,8 @@ import {
   fecModeOf,
 } from "../../shared/config/carrier_config.ts";
 import type { CarrierRoute } from "./ostp.ts";
+
+const log = getLog("client");
 
 /** The routes and what must be released when the client stops. */
 export interface ClientCarriers {
@@ -33,7 +36,7 @@ export const DEFAULT_STATE_DIR = "/var/lib/ostp";
 export async function clientCarriers(
   cfg: ClientCarriersConfig | undefined,
   serverHost: string,
-  opts: { connectTimeoutMs: number; stateDir?: string },
+  opts: { connectTimeoutMs: number },
 ): Promise<ClientCarriers> {
   const routes: CarrierRoute[] = [];
   const closers: (() => Promise<void>)[] = [];
@@ -49,8 +52,20 @@ export async function clientCarriers(
       }
     } else if (kind === "faketcp") {
       const { FakeTcpDialer } = await import("../../shared/carrier/faketcp/faketcp.ts");
-      const dir = opts.stateDir ?? DEFAULT_STATE_DIR;
-      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+      const dir = cfg?.stateDir ?? DEFAULT_STATE_DIR;
+      try {
+        await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+      } catch (e) {
+        const why = `fake-TCP needs a state directory it can write (${dir}: ${
+          (e as Error).message
+        }): run as root, or set faketcp.stateDir`;
+        // In the fallback order it is one carrier among others: the rest still work.
+        if (cfg?.carrier === "auto") {
+          log.warn("carrier faketcp left out: {why}", { why });
+          continue;
+        }
+        throw new Error(why);
+      }
       const d = new FakeTcpDialer({ journal: `${dir}/faketcp-client.journal` });
       closers.push(() => d.close());
       dialer = d;
@@ -72,6 +87,7 @@ export async function clientCarriers(
     }
     routes.push(port === undefined ? { dialer } : { dialer, port });
   }
+  if (routes.length === 0) throw new Error("no carrier is usable (see the warnings above)");
   return {
     routes,
     async close() {
