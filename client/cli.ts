@@ -44,6 +44,7 @@ import {
   ENV_KEY,
   ENV_LINK,
   ENV_PASSWORD,
+  ENV_TURN_PASSWORD,
   passwordFromFile,
   readConfigSecretFiles,
   readSecretFile,
@@ -143,6 +144,10 @@ interface ClientOptions {
   carrier?: string;
   tlsCa?: string;
   fec?: string;
+  stun?: string[];
+  turn?: string;
+  turnUser?: string;
+  turnPasswordFile?: string;
 }
 
 function buildProgram(output: { out: string; err: string }): Command {
@@ -186,7 +191,7 @@ function buildProgram(output: { out: string; err: string }): Command {
     .option("--l3-default-route", "with --l3: route everything into the tunnel too")
     .option(
       "--carrier <kind>",
-      "how to reach the server: udp, faketcp, uot, tls, or auto (udp, then faketcp, then tls)",
+      "how to reach the server: udp, turn, faketcp, uot, tls, or auto (udp, then faketcp, then tls)",
     )
     .option(
       "--fec <mode>",
@@ -195,6 +200,17 @@ function buildProgram(output: { out: string; err: string }): Command {
     .option(
       "--tls-ca <file>",
       "with the tls carrier: a CA certificate (PEM) to trust besides the system's",
+    )
+    .option(
+      "--stun <host:port>",
+      "a STUN server the session socket learns its public address from (repeatable)",
+      (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
+    )
+    .option("--turn <host:port>", "reach the server through this TURN relay (docs/nat.md)")
+    .option("--turn-user <name>", "the TURN relay's user name")
+    .option(
+      "--turn-password-file <path>",
+      `file holding the TURN relay's password (or set ${ENV_TURN_PASSWORD})`,
     );
 }
 
@@ -346,6 +362,14 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
       merged.fecPort = l.ports.fecport;
       origins.set("fecPort", origin);
     }
+    if (l.turn !== undefined) {
+      merged.turn = {
+        ...(isPlainObject(merged.turn) ? merged.turn : {}),
+        server: formatHostPort(l.turn.server),
+        ...(l.turn.username !== undefined ? { username: l.turn.username } : {}),
+      };
+      origins.set("turn", origin);
+    }
     if (l.ports?.tls !== undefined || l.sni !== undefined) {
       merged.tls = {
         ...(isPlainObject(merged.tls) ? merged.tls : {}),
@@ -418,6 +442,30 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
       ...(isPlainObject(merged.tls) ? merged.tls : {}),
       ca: absolutePath(o.tlsCa),
     });
+  }
+  if (o.stun !== undefined) flag("stun", "--stun", o.stun);
+  {
+    const envTurnPassword = ctx.env(ENV_TURN_PASSWORD);
+    const touched = o.turn !== undefined || o.turnUser !== undefined ||
+      o.turnPasswordFile !== undefined ||
+      (envTurnPassword !== undefined && isPlainObject(merged.turn));
+    if (touched) {
+      const t: Record<string, unknown> = isPlainObject(merged.turn) ? { ...merged.turn } : {};
+      if (o.turn !== undefined) t.server = o.turn;
+      if (o.turnUser !== undefined) t.username = o.turnUser;
+      if (envTurnPassword !== undefined) {
+        t.password = envTurnPassword;
+        delete t.passwordFile;
+      }
+      if (o.turnPasswordFile !== undefined) {
+        const text = await flagFile("--turn-password-file", o.turnPasswordFile, passwordFromFile);
+        if (text !== undefined) {
+          t.password = text;
+          delete t.passwordFile;
+        }
+      }
+      flag("turn", o.turn !== undefined ? "--turn" : "turn", t);
+    }
   }
   if (o.mux !== undefined) {
     if (/^\d+$/.test(o.mux.trim())) flag("mux", "--mux", Number(o.mux.trim()));

@@ -39,6 +39,13 @@ export interface ClientEvents {
   state: { session: number; state: RunnerState; detail?: string };
   /** Counters, every `statsIntervalMs`. */
   stats: ClientStats;
+  /**
+   * NAT traversal (docs/nat.md): a STUN answer on a session socket
+   * (`change` "rebinding" when the NAT moved the mapping), or a TURN event.
+   */
+  nat:
+    | ({ kind: "mapping" } & import("../shared/carrier/stun_udp.ts").MappingObservation)
+    | { kind: "turn"; local: string; event: import("../shared/stun/turn_client.ts").TurnEvent };
 }
 
 /** The client's counters: the tunnel's traffic, and the router's rule hits and UDP drops. */
@@ -266,9 +273,14 @@ export class OstpClient {
     for (const r of this.pool.runners) {
       this.events.emit("state", { session: r.index, state: "idle" });
     }
-    if (this.config.carriers) {
+    if (this.config.carriers || this.config.nat) {
       this.carriers = await clientCarriers(this.config.carriers, this.config.server.host, {
         connectTimeoutMs: this.config.connectTimeout * 1000,
+        ...(this.config.nat ? { nat: this.config.nat } : {}),
+        hooks: {
+          onMapping: (o) => this.events.emit("nat", { kind: "mapping", ...o }),
+          onTurn: (e, local) => this.events.emit("nat", { kind: "turn", local, event: e }),
+        },
       });
       for (const r of this.pool.runners) r.setCarriers(this.carriers.routes);
       log.info("carriers: {order}", {

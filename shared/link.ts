@@ -47,6 +47,11 @@ export interface ShareLink {
   ports?: { faketcp?: number; uot?: number; tls?: number; fecport?: number };
   /** The name the server's TLS certificate carries (`sni=`), when not the server's host. */
   sni?: string;
+  /**
+   * A TURN relay to reach the server through (`turn=host:port`,
+   * `turnuser=`); a link never carries the relay's password.
+   */
+  turn?: { server: HostPort; username?: string };
 }
 
 const PORT_RANGE = { min: 1, max: 65535 };
@@ -122,6 +127,15 @@ export function encodeShareLink(l: ShareLink): string {
   if (l.sni !== undefined) {
     if (!SNI_RE.test(l.sni)) throw new LinkError("sni must be a host name");
     q.push(`sni=${l.sni}`);
+  }
+  if (l.turn !== undefined) {
+    try {
+      parseHostPort(formatHostPort(l.turn.server));
+    } catch (e) {
+      throw new LinkError(`turn: ${(e as Error).message}`);
+    }
+    q.push(`turn=${encodeURIComponent(formatHostPort(l.turn.server))}`);
+    if (l.turn.username !== undefined) q.push(`turnuser=${encodeURIComponent(l.turn.username)}`);
   }
   if (q.length > 0) s += `?${q.join("&")}`;
   if (l.name !== undefined && l.name !== "") s += `#${encodeURIComponent(l.name)}`;
@@ -241,9 +255,23 @@ export function decodeShareLink(s: string): ShareLink {
     } else if (k === "sni") {
       if (!SNI_RE.test(v)) throw new LinkError("sni must be a host name");
       link.sni = v;
+    } else if (k === "turn") {
+      let server: HostPort;
+      try {
+        server = parseHostPort(v, 3478);
+      } catch (e) {
+        throw new LinkError(`turn: ${(e as Error).message}`);
+      }
+      link.turn = { ...link.turn, server };
+    } else if (k === "turnuser") {
+      if (v.length === 0 || v.length > 256) {
+        throw new LinkError("turnuser must be 1 to 256 characters");
+      }
+      link.turn = { ...(link.turn ?? { server: { host: "", port: 0 } }), username: v };
     } else continue; // forward compatibility
     seen.add(k);
   }
+  if (link.turn && link.turn.server.port === 0) throw new LinkError("turnuser needs turn=");
   return link;
 }
 
@@ -251,6 +279,8 @@ export function decodeShareLink(s: string): ShareLink {
  * A client configuration that connects to the link's server with its key
  * (and its `mtu` and `mux`, if given); every other field takes its default,
  * then `overrides` (shallow: a nested object given replaces the default one).
+ * A link's TURN relay is left out: without its password it cannot be used
+ * (the CLI takes it with `--turn-password-file` or `OSTP_TURN_PASSWORD`).
  */
 export function clientConfigFromLink(
   l: ShareLink,

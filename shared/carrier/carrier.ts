@@ -21,10 +21,10 @@
  */
 
 /** Names of the carriers (the client's `carrier` setting and share-link `carrier=`). */
-export type CarrierKind = "udp" | "faketcp" | "uot" | "tls";
+export type CarrierKind = "udp" | "turn" | "faketcp" | "uot" | "tls";
 
 /** Every carrier name, in the client's default fallback order. */
-export const CARRIER_KINDS: readonly CarrierKind[] = ["udp", "faketcp", "uot", "tls"];
+export const CARRIER_KINDS: readonly CarrierKind[] = ["udp", "turn", "faketcp", "uot", "tls"];
 
 /** True when `s` names a carrier. */
 export function isCarrierKind(s: string): s is CarrierKind {

@@ -80,12 +80,22 @@ export class UdpListener implements CarrierListener {
   }
 }
 
-/** The client's UDP path: a socket of its own, talking to one server address. */
+/**
+ * The client's UDP path: a socket of its own, talking to one server address.
+ * What comes from elsewhere goes to {@link UdpLink.tap} when one is set
+ * (the STUN mapping monitor shares the socket), else is dropped.
+ */
 export class UdpLink implements CarrierLink {
   readonly kind = "udp";
   readonly overhead = 0;
   readonly reliable = false;
   readonly maxDatagram = UDP_MAX;
+  /** Receives datagrams from other sources than the server (valid during the call). */
+  tap: ((data: Uint8Array, from: Deno.NetAddr) => void) | null = null;
+  /** Extra counters for the client's status (the mapping monitor sets it). */
+  statsSource: (() => Record<string, number | string>) | null = null;
+  private closeHooks: (() => void)[] = [];
+  private isClosed = false;
 
   constructor(readonly socket: DatagramSocket, readonly server: Deno.NetAddr) {}
 
@@ -101,7 +111,10 @@ export class UdpLink implements CarrierLink {
   run(onDatagram: (data: Uint8Array) => void): Promise<void> {
     const server = this.server;
     return this.socket.run((data, from) => {
-      if (from.port !== server.port || !sameHost(from.hostname, server.hostname)) return;
+      if (from.port !== server.port || !sameHost(from.hostname, server.hostname)) {
+        this.tap?.(data, from);
+        return;
+      }
       onDatagram(data);
     });
   }
@@ -114,7 +127,24 @@ export class UdpLink implements CarrierLink {
     this.socket.flush();
   }
 
+  /** The counters of {@link statsSource}, if any. */
+  stats(): Record<string, number | string> | undefined {
+    return this.statsSource?.();
+  }
+
+  /** Calls `fn` once when the link closes (at once when it already has). */
+  onClose(fn: () => void): void {
+    if (this.isClosed) fn();
+    else this.closeHooks.push(fn);
+  }
+
   close(): void {
+    if (!this.isClosed) {
+      this.isClosed = true;
+      const hooks = this.closeHooks;
+      this.closeHooks = [];
+      for (const h of hooks) h();
+    }
     try {
       this.socket.close();
     } catch {

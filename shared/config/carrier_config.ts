@@ -145,11 +145,15 @@ export function parseCarrierChoice(s: string): CarrierChoice | null {
   return v === "auto" || isCarrierKind(v) ? v : null;
 }
 
-/** Reads the client's carrier fields. */
-export function readClientCarriers(r: ObjectReader): ClientCarriersConfig {
+/**
+ * Reads the client's carrier fields. With a `turn` relay configured
+ * (`hasTurn`) the carrier defaults to "turn", and "auto" tries it right
+ * after plain UDP unless `fallback` says otherwise.
+ */
+export function readClientCarriers(r: ObjectReader, hasTurn = false): ClientCarriersConfig {
   const out: ClientCarriersConfig = {
-    carrier: "udp",
-    fallback: [...DEFAULT_FALLBACK],
+    carrier: hasTurn ? "turn" : "udp",
+    fallback: hasTurn ? ["udp", "turn", ...DEFAULT_FALLBACK.slice(1)] : [...DEFAULT_FALLBACK],
     tls: { port: 443 },
     fec: "off",
   };
@@ -198,6 +202,15 @@ export function readClientCarriers(r: ObjectReader): ClientCarriersConfig {
     else out.fec = f;
   }
   if (r.has("fecPort")) out.fecPort = r.integer("fecPort", 0, 1, 65535);
+  if (
+    !hasTurn && (out.carrier === "turn" || (out.carrier === "auto" && f !== undefined &&
+      out.fallback.includes("turn")))
+  ) {
+    r.add(
+      r.at("carrier"),
+      'the "turn" carrier needs a turn block (turn.server, username, password)',
+    );
+  }
   if (out.fec !== "off" && out.fecPort === undefined) {
     r.add(
       r.at("fec"),

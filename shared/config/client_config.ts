@@ -31,6 +31,7 @@ import { readRoutingConfig, ROUTING_FIELDS } from "../../client/router/config.ts
 import { readTunConfig } from "./tun_config.ts";
 import { readClientL3Config } from "./client_l3_config.ts";
 import { CLIENT_CARRIER_FIELDS, readClientCarriers } from "./carrier_config.ts";
+import { CLIENT_NAT_FIELDS, readClientNat } from "./nat_config.ts";
 
 export type { ClientConfig } from "./types.ts";
 
@@ -67,6 +68,7 @@ export const CLIENT_FIELDS = [
   "tun",
   "l3",
   ...CLIENT_CARRIER_FIELDS,
+  ...CLIENT_NAT_FIELDS,
   ...ROUTING_FIELDS,
 ] as const;
 
@@ -201,13 +203,15 @@ export function parseClientConfig(
   const routing = readRoutingConfig(r, { inbounds: CLIENT_INBOUNDS });
   const tun = readTunConfig(r);
   const l3 = readClientL3Config(r);
-  const carriers = readClientCarriers(r);
+  const nat = readClientNat(r, files);
+  const carriers = readClientCarriers(r, nat?.turn !== undefined);
   if (tun && l3) r.add("l3", "give tun or l3, not both (each routes through its own TUN)");
   if (issues.length > 0 || !server || !key) throw new ConfigError(issues, source);
   const out: ClientConfig = { ...cfg, server, key, routing };
   if (tun) out.tun = tun;
   if (l3) out.l3 = l3;
-  if (CLIENT_CARRIER_FIELDS.some((f) => r.has(f))) out.carriers = carriers;
+  if (CLIENT_CARRIER_FIELDS.some((f) => r.has(f)) || nat?.turn) out.carriers = carriers;
+  if (nat) out.nat = nat;
   if (auth) out.auth = auth;
   if (control !== undefined) out.control = control;
   return out;

@@ -21,6 +21,8 @@ export const ENV_KEY = "OSTP_KEY";
 export const ENV_LINK = "OSTP_LINK";
 /** Environment variable with the password the client's local proxy requires. */
 export const ENV_PASSWORD = "OSTP_PASSWORD";
+/** Environment variable with the TURN relay's password. */
+export const ENV_TURN_PASSWORD = "OSTP_TURN_PASSWORD";
 
 /** Largest secret file read, in bytes (a server key file may hold thousands of keys). */
 export const MAX_SECRET_FILE_BYTES = 1 << 20;
@@ -181,6 +183,11 @@ export async function readConfigSecretFiles(
       const auth = r.auth;
       if (typeof auth === "object" && auth !== null && !Array.isArray(auth)) {
         const pf = (auth as Record<string, unknown>).passwordFile;
+        if (typeof pf === "string") paths.push(pf);
+      }
+      const turn = r.turn;
+      if (typeof turn === "object" && turn !== null && !Array.isArray(turn)) {
+        const pf = (turn as Record<string, unknown>).passwordFile;
         if (typeof pf === "string") paths.push(pf);
       }
     } else if (Array.isArray(r.keyFiles)) {

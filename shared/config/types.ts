@@ -11,6 +11,7 @@
  */
 
 import type { ClientCarriersConfig, ServerCarriersConfig } from "./carrier_config.ts";
+import type { ClientNatConfig } from "./nat_config.ts";
 import type { TunConfig } from "./tun_config.ts";
 import type { ClientL3Config } from "./client_l3_config.ts";
 import type { ServerL3Config } from "./server_l3_config.ts";
@@ -189,6 +190,8 @@ export interface ClientConfig {
   l3?: ClientL3Config;
   /** The carrier (or fallback order) to reach the server on (docs/carriers.md); absent: UDP. */
   carriers?: ClientCarriersConfig;
+  /** STUN servers and a TURN relay (`stun`, `stunInterval`, `turn`; docs/nat.md); absent: none. */
+  nat?: ClientNatConfig;
 }
 
 /** One problem found in a configuration. */

@@ -72,7 +72,7 @@ Deno.test("carrier config: client carrier, fallback order, ports, fec", () => {
       parseClientConfig({ ...base, carrier: "quic", fallback: ["udp", "udp", "x"], fec: "10:3" })
     ),
     [
-      "carrier: expected one of udp, faketcp, uot, tls, auto",
+      "carrier: expected one of udp, turn, faketcp, uot, tls, auto",
       'fallback[1]: "udp" listed twice',
       'fallback[2]: unknown carrier "x"',
       "fec: needs the server's FEC port: fecPort, or a share link with fecport=<port>",

@@ -1,0 +1,268 @@
+/**
+ * A TURN relay as a carrier (docs/nat.md): the client's one UDP socket talks
+ * only to the TURN server; the {@link TurnClient} machine allocates a relayed
+ * address with long-term credentials, installs a permission and a channel for
+ * the ostp server, and from then on the session's datagrams ride as
+ * ChannelData. The ostp server sees the relay's address as the client's and
+ * changes nothing.
+ *
+ * Everything arriving on the socket from another address than the TURN
+ * server's is dropped and counted (`foreign`); what comes from the TURN
+ * server goes to the machine, which hands back the peer's payloads.
+ * @module
+ */
+
+import { type DatagramSocket, openUdp } from "../net/datagram.ts";
+import { samePeer, TurnClient, type TurnCredentials, type TurnEvent } from "../stun/turn_client.ts";
+import type { RetransmitConfig } from "../stun/transactions.ts";
+import type { CarrierDialer, CarrierLink } from "./carrier.ts";
+
+/** Largest datagram a TURN link takes (UDP's largest, less ChannelData's header). */
+const TURN_MAX = 65507 - 4;
+
+/** Settings of {@link TurnDialer}. */
+export interface TurnDialerOptions {
+  /** The TURN server: a host name or address and port. */
+  server: { host: string; port: number };
+  /** The account (the password is never logged). */
+  credentials: TurnCredentials;
+  /** Lifetime to ask for, s. */
+  lifetimeSec?: number;
+  /** How often permission and channel are refreshed, s (default 120). */
+  permissionRefreshSec?: number;
+  /** How long an allocation may take, ms (default 10 s). */
+  connectTimeoutMs?: number;
+  /** Opens the UDP socket (default {@link openUdp}). */
+  openSocket?: (hostname: string, port: number) => DatagramSocket;
+  /** Resolves the TURN server's name (default `node:dns/promises` lookup). */
+  lookup?: (host: string) => Promise<{ address: string }>;
+  /** Every event of every link (logs, the client's status). */
+  onEvent?: (e: TurnEvent, link: TurnLink) => void;
+  /** Retransmission settings (tests). */
+  retransmit?: RetransmitConfig;
+}
+
+/** Opens one TURN allocation per link. */
+export class TurnDialer implements CarrierDialer {
+  readonly kind = "turn";
+  private readonly live = new Set<TurnLink>();
+
+  constructor(readonly opts: TurnDialerOptions) {}
+
+  /** The TURN server's address, resolved. */
+  private async resolve(): Promise<Deno.NetAddr> {
+    const host = this.opts.server.host;
+    let address = host;
+    if (!/^[0-9.]+$/.test(host) && !host.includes(":")) {
+      const lookup = this.opts.lookup ??
+        (async (h: string) => await (await import("node:dns/promises")).lookup(h));
+      address = (await lookup(host)).address;
+    }
+    return { transport: "udp", hostname: address, port: this.opts.server.port };
+  }
+
+  /**
+   * Allocates a relay for `server` (the ostp server, resolved); resolves
+   * once the peer may be reached. Rejects with a reason a person can read:
+   * no answer, TURN authentication failed, Allocate refused.
+   */
+  async dial(server: Deno.NetAddr, signal?: AbortSignal): Promise<CarrierLink> {
+    const turn = await this.resolve();
+    const open = this.opts.openSocket ?? openUdp;
+    const socket = open(turn.hostname.includes(":") ? "::" : "0.0.0.0", 0);
+    const client = new TurnClient({
+      credentials: this.opts.credentials,
+      peer: server,
+      ...(this.opts.lifetimeSec ? { lifetimeSec: this.opts.lifetimeSec } : {}),
+      ...(this.opts.permissionRefreshSec
+        ? { permissionRefreshSec: this.opts.permissionRefreshSec }
+        : {}),
+      ...(this.opts.retransmit ? { retransmit: this.opts.retransmit } : {}),
+    });
+    const link = new TurnLink(socket, turn, client, (e, l) => this.opts.onEvent?.(e, l));
+    this.live.add(link);
+    link.closed.then(() => this.live.delete(link));
+    try {
+      await link.ready(this.opts.connectTimeoutMs ?? 10_000, signal);
+    } catch (e) {
+      link.abort();
+      throw e;
+    }
+    return link;
+  }
+
+  /** Waits (up to `ms`) for the links closing now to finish deallocating. */
+  async close(ms = 1500): Promise<void> {
+    const all = [...this.live].map((l) => l.closed);
+    if (all.length === 0) return;
+    let t: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      Promise.all(all),
+      new Promise((r) => (t = setTimeout(r, ms))),
+    ]);
+    clearTimeout(t);
+  }
+}
+
+/** One allocation: the session's path through the relay. */
+export class TurnLink implements CarrierLink {
+  readonly kind = "turn";
+  readonly overhead = 4;
+  readonly reliable = false;
+  readonly maxDatagram = TURN_MAX;
+  /** Datagrams dropped because they came from elsewhere than the TURN server. */
+  foreign = 0;
+  /** Resolves when the socket is closed (deallocated, failed or aborted). */
+  readonly closed: Promise<void>;
+
+  private onData: ((data: Uint8Array) => void) | null = null;
+  private readonly runP: Promise<void>;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private timerAt = Infinity;
+  private readyWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  private isReady = false;
+  private socketClosed = false;
+
+  constructor(
+    readonly socket: DatagramSocket,
+    /** The TURN server's address: the only source taken. */
+    readonly turn: Deno.NetAddr,
+    /** The TURN machine. */
+    readonly client: TurnClient,
+    private readonly onEvent: (e: TurnEvent, link: TurnLink) => void,
+  ) {
+    this.runP = socket.run((data, from) => {
+      if (!samePeer(from, turn)) {
+        this.foreign++;
+        return;
+      }
+      const payload = client.receive(data, performance.now());
+      if (payload && this.onData) this.onData(payload);
+      // ChannelData (the data path) never makes the machine send or report anything.
+      if ((data[0] & 0xc0) !== 0x40) this.pump();
+    });
+    this.closed = this.runP.then(() => {}, () => {});
+    client.start(performance.now());
+    this.pump();
+  }
+
+  get local(): string {
+    const r = this.client.relayed;
+    const a = this.socket.addr;
+    return `turn ${r ? `${fmt(r)} ` : ""}via ${fmt(this.turn)} (udp ${a.port})`;
+  }
+
+  get localPort(): number {
+    return this.socket.addr.port;
+  }
+
+  /** Counters for the client's status. */
+  stats(): Record<string, number | string> {
+    const c = this.client;
+    return {
+      turnServer: fmt(this.turn),
+      relayed: c.relayed ? fmt(c.relayed) : "",
+      ...(c.mapped ? { mapped: fmt(c.mapped) } : {}),
+      lifetime: c.lifetime,
+      channel: c.channel ? `0x${c.channel.toString(16)}` : "none",
+      refreshes: c.counters.refreshes,
+      staleNonces: c.counters.staleNonces,
+      dropped: c.counters.dropped,
+      foreign: this.foreign,
+    };
+  }
+
+  /** Resolves once the peer may be reached, rejects on failure or after `ms`. */
+  ready(ms: number, signal?: AbortSignal): Promise<void> {
+    if (this.isReady) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => done(new Error("no answer from the TURN server")), ms);
+      const onAbort = () => done(new Error("aborted"));
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const done = (e?: Error) => {
+        clearTimeout(t);
+        signal?.removeEventListener("abort", onAbort);
+        this.readyWaiter = null;
+        if (e) reject(e);
+        else resolve();
+      };
+      this.readyWaiter = { resolve: () => done(), reject: (e) => done(e) };
+    });
+  }
+
+  run(onDatagram: (data: Uint8Array) => void): Promise<void> {
+    this.onData = onDatagram;
+    return this.runP;
+  }
+
+  send(data: Uint8Array): void {
+    const b = this.client.wrap(data);
+    if (b) this.socket.send(b, this.turn);
+  }
+
+  flush(): void {
+    this.socket.flush();
+  }
+
+  /** Deallocates (LIFETIME 0), then closes the socket when answered or after a second. */
+  close(): void {
+    if (this.socketClosed) return;
+    this.client.close(performance.now());
+    this.pump();
+  }
+
+  /** Closes the socket at once (a dial that failed). */
+  abort(): void {
+    this.client.close(performance.now(), 0);
+    this.closeSocket();
+  }
+
+  /** Sends what the machine queued, handles its events, schedules its next deadline. */
+  private pump(): void {
+    const out = this.client.takeTransmits();
+    for (const b of out) this.socket.send(b, this.turn);
+    if (out.length > 0) this.socket.flush();
+    for (const e of this.client.takeEvents()) {
+      if ((e.type === "permitted" || e.type === "channel") && !this.isReady) {
+        this.isReady = true;
+        this.readyWaiter?.resolve();
+      } else if (e.type === "failed") {
+        this.readyWaiter?.reject(new Error(e.reason));
+      }
+      this.onEvent(e, this);
+      if (e.type === "failed" || e.type === "deallocated") this.closeSocket();
+    }
+    if (this.socketClosed) return;
+    const st = this.client.state;
+    if (st === "closed") {
+      this.closeSocket();
+      return;
+    }
+    const at = this.client.nextDeadline();
+    if (at === this.timerAt) return;
+    clearTimeout(this.timer);
+    this.timerAt = at;
+    if (at === Infinity) return;
+    this.timer = setTimeout(() => {
+      this.timerAt = Infinity;
+      this.client.poll(performance.now());
+      this.pump();
+    }, Math.max(0, at - performance.now()));
+  }
+
+  private closeSocket(): void {
+    if (this.socketClosed) return;
+    this.socketClosed = true;
+    clearTimeout(this.timer);
+    this.timerAt = Infinity;
+    try {
+      this.socket.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+function fmt(a: Deno.NetAddr): string {
+  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+}
