@@ -25,6 +25,8 @@ import {
   formatHostPort,
   type HostPort,
   HostPortError,
+  isIPv4,
+  isIPv6,
   isPlainObject,
   LOG_FORMATS,
   LOG_LEVELS,
@@ -94,7 +96,15 @@ export type ClientCliResult =
   | { kind: "help" | "version" | "error" | "failure"; text: string };
 
 /** Subcommand names `ostp-client` recognises as its first argument. */
-export const CLIENT_COMMANDS = ["init", "check", "status", "route", "down", "vpn"] as const;
+export const CLIENT_COMMANDS = [
+  "init",
+  "check",
+  "status",
+  "route",
+  "down",
+  "vpn",
+  "nat-check",
+] as const;
 
 /** How the user runs the client: `ostp-client`, or `deno task client` from the repository. */
 const CLIENT = programName("client");
@@ -108,6 +118,9 @@ Commands:
   route <host:port> [--process NAME] [--udp] [-c <config>] [--inbound NAME]
                                        print which rule and outbound a flow would take
   down [--state-dir DIR]               undo the routes, rules and DNS a crashed --tun run left
+  nat-check [host:port ...] [-c <config>] [--json]
+                                       what kind of NAT this machine is behind (STUN servers
+                                       from the arguments or the config's "stun")
   vpn [up] --proxy-url URL | --proxy-host H [--proxy-port P] [options]
                                        every TCP connection through an HTTP CONNECT proxy (TUN +
                                        kill switch); vpn down, vpn self-test; see "vpn --help"
@@ -238,6 +251,7 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
   if (argv[0] === "route") return await routeCommand(argv.slice(1));
   if (argv[0] === "down") return await downCommand(argv.slice(1));
   if (argv[0] === "vpn") return await parseVpnArgs(argv.slice(1), CLIENT, ctx.env);
+  if (argv[0] === "nat-check") return await natCheckCommand(argv.slice(1));
   if (argv[0] === "status") {
     const kit: StatusCliKit = {
       program: CLIENT,
@@ -576,6 +590,66 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
   const name = (link ?? envLink)?.name;
   if (name !== undefined) result.name = name;
   return result;
+}
+
+/**
+ * `nat-check [host:port ...] [-c <config>] [--json]`: the NAT type, by the
+ * STUN servers named (or the config's `stun`); see client/nat/nat_check.ts.
+ */
+async function natCheckCommand(argv: string[]): Promise<ClientCliResult> {
+  const output = { out: "", err: "" };
+  const cmd = baseCommand(`${CLIENT} nat-check`, output)
+    .description(
+      "Tell what kind of NAT this machine is behind (RFC 5780 mapping and filtering).\n" +
+        "Give one STUN server with two addresses (coturn on two IPs) or two plain ones.",
+    )
+    .argument("[servers...]", "STUN servers, host:port (port 3478 when left out)")
+    .option("-c, --config <file>", 'client config file whose "stun" servers to use')
+    .option("--json", "print the report as JSON");
+  const early = await runCommander(cmd, argv, output);
+  if (early) return early;
+  const o = cmd.opts<{ config?: string; json?: boolean }>();
+  const { parseStunServer } = await import("../shared/config/nat_config.ts");
+  const issues: ConfigIssue[] = [];
+  const servers: HostPort[] = [];
+  for (const [i, a] of (cmd.args as string[]).entries()) {
+    try {
+      servers.push(parseStunServer(a));
+    } catch (e) {
+      if (!(e instanceof HostPortError)) throw e;
+      issues.push({ path: `servers[${i}]`, message: e.message });
+    }
+  }
+  if (servers.length === 0 && o.config !== undefined) {
+    try {
+      const raw = await readJsoncFile(o.config);
+      const files = await readConfigSecretFiles(raw, "client", o.config);
+      servers.push(...(parseClientConfig(raw, o.config, files).nat?.stun ?? []));
+    } catch (e) {
+      if (e instanceof ConfigError) return errorResult(e);
+      throw e;
+    }
+  }
+  if (issues.length === 0 && servers.length === 0) {
+    issues.push({ path: "", message: 'name a STUN server (host:port), or a config with "stun"' });
+  }
+  if (issues.length > 0) return errorResult(new ConfigError(issues));
+  const addrs: Deno.NetAddr[] = [];
+  for (const s of servers.slice(0, 2)) {
+    try {
+      const address = isIPv4(s.host) || isIPv6(s.host) ? s.host : (await lookup(s.host)).address;
+      addrs.push({ transport: "udp", hostname: address, port: s.port });
+    } catch (e) {
+      return {
+        kind: "failure",
+        text: `error: ${s.host} does not resolve: ${(e as Error).message}`,
+      };
+    }
+  }
+  const { natCheck, formatNatReport } = await import("./nat/nat_check.ts");
+  const report = await natCheck({ servers: addrs });
+  const text = o.json ? JSON.stringify(report, null, 2) : formatNatReport(report);
+  return { kind: report.reachable ? "help" : "failure", text };
 }
 
 /**

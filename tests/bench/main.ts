@@ -21,6 +21,8 @@
  * codec in MB/s (`fec_bench.ts`; `OSTP_BENCH_FEC=0` skips it) and the carriers:
  * throughput and CPU per carrier, FEC against kcptun at 10% loss
  * (`carrier_paths.ts`, root only; `OSTP_BENCH_CARRIERS=0` skips it), and the
+ * throughput through a coturn TURN relay against direct UDP (`turn_relay.ts`,
+ * root only; `OSTP_BENCH_TURN=0` skips it), the
  * layer-3 VPN against wireguard-go and OpenVPN (`l3_vpn.ts`, root only;
  * `OSTP_BENCH_L3=0` skips it).
  */
@@ -35,6 +37,7 @@ import { benchWorkers, printWorkers } from "./workers.ts";
 import { runFecCodecBench } from "./fec_bench.ts";
 import { runCarrierPaths } from "./carrier_paths.ts";
 import { runL3Bench } from "./l3_vpn.ts";
+import { runTurnBench } from "./turn_relay.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
@@ -178,6 +181,12 @@ if (Deno.env.get("OSTP_BENCH_CARRIERS") === "0") {
   console.log("\ncarriers bench skipped (OSTP_BENCH_CARRIERS=0)");
 } else {
   await runCarrierPaths();
+}
+
+if (Deno.env.get("OSTP_BENCH_TURN") === "0") {
+  console.log("\nTURN bench skipped (OSTP_BENCH_TURN=0)");
+} else {
+  await runTurnBench();
 }
 
 if (Deno.env.get("OSTP_BENCH_L3") === "0") {
