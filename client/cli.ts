@@ -382,7 +382,6 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
         server: formatHostPort(l.turn.server),
         ...(l.turn.username !== undefined ? { username: l.turn.username } : {}),
       };
-      origins.set("turn", origin);
     }
     if (l.ports?.tls !== undefined || l.sni !== undefined) {
       merged.tls = {
@@ -478,7 +477,8 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
           delete t.passwordFile;
         }
       }
-      flag("turn", o.turn !== undefined ? "--turn" : "turn", t);
+      // No origin: a problem is named by its field (turn.password), clearer than a flag.
+      merged.turn = t;
     }
   }
   if (o.mux !== undefined) {

@@ -28,6 +28,11 @@ export interface CarrierHarness {
   /** Largest datagram the session would send over this carrier. */
   mtu: number;
   /**
+   * The links' kind when it differs from the listener's (a TURN link reaches
+   * a plain UDP listener through the relay); default the listener's.
+   */
+  linkKind?: string;
+  /**
    * Datagrams queued in one task that the path takes whole (default 256);
    * lower only for a transport whose kernel buffer cannot be raised (Deno's
    * own UDP socket keeps the default receive buffer of about 200 KiB).
@@ -129,9 +134,9 @@ export function carrierConformance(
     const echo = new Echo(h.listener);
     const c = new Client(await h.dialer.dial(h.server));
     try {
-      assertEquals(c.link.kind, h.listener.kind);
+      assertEquals(c.link.kind, h.linkKind ?? h.listener.kind);
       const sizes = Array.from({ length: h.mtu }, (_, i) => i + 1);
-      const chunk = 64;
+      const chunk = Math.min(64, h.burst ?? 64);
       for (let i = 0; i < sizes.length; i += chunk) {
         const part = sizes.slice(i, i + chunk);
         for (const s of part) c.link.send(payload(s, s));

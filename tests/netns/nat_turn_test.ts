@@ -150,15 +150,20 @@ natTest("STUN: the mapping through the NAT, again after a hop, a rebinding repor
   await download(bed, 4 * MiB, 4, `${dir}/b.bin`);
 });
 
-natTest("nat-check: a plain masquerade is a port-restricted cone", {}, async (bed) => {
-  const r = await bed.exec(bed.client, Deno.execPath(), [
+/** `nat-check` run in the client's namespace. */
+function natCheckIn(bed: NatBed, ...args: string[]): Promise<Deno.CommandOutput> {
+  return bed.exec(bed.client, Deno.execPath(), [
     "run",
     "-A",
     new URL("../../client/main.ts", import.meta.url).pathname,
     "nat-check",
     `${NAT_ADDR.turn}:3478`,
-    "--json",
+    ...args,
   ]);
+}
+
+natTest("nat-check: a plain masquerade is a port-restricted cone", {}, async (bed) => {
+  const r = await natCheckIn(bed, "--json");
   assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
   const rep = JSON.parse(new TextDecoder().decode(r.stdout));
   assertEquals(rep.otherAddress, `${NAT_ADDR.turnAlt}:3479`);
@@ -169,13 +174,7 @@ natTest("nat-check: a plain masquerade is a port-restricted cone", {}, async (be
 });
 
 natTest("nat-check: masquerade random is a symmetric NAT", { symmetric: true }, async (bed) => {
-  const r = await bed.exec(bed.client, Deno.execPath(), [
-    "run",
-    "-A",
-    new URL("../../client/main.ts", import.meta.url).pathname,
-    "nat-check",
-    `${NAT_ADDR.turn}:3478`,
-  ]);
+  const r = await natCheckIn(bed);
   assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
   const text = new TextDecoder().decode(r.stdout);
   assert(/mapping\s+address- and port-dependent/.test(text), text);

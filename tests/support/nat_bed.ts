@@ -13,8 +13,8 @@
  * @module
  */
 
-import { run, spawnIn } from "./netns.ts";
-import { type Daemon, withControlSocket } from "./daemons.ts";
+import { execIn, run, spawnDenoIn, spawnIn } from "./netns.ts";
+import type { Daemon } from "./daemons.ts";
 import { formatAccessKey, generateAccessKey } from "../../shared/crypto/keys.ts";
 
 /** The testbed's addresses. */
@@ -192,12 +192,8 @@ export class NatBed {
   }
 
   /** Runs a command in `ns`. */
-  async exec(ns: string, cmd: string, args: string[]): Promise<Deno.CommandOutput> {
-    return await new Deno.Command("ip", {
-      args: ["netns", "exec", ns, cmd, ...args],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+  exec(ns: string, cmd: string, args: string[]): Promise<Deno.CommandOutput> {
+    return execIn(ns, cmd, args);
   }
 
   /** Stops coturn and removes every namespace (idempotent). */
@@ -209,23 +205,6 @@ export class NatBed {
     }
     await Deno.remove(`/tmp/ostp-coturn-${this.id}.db`).catch(() => {});
   }
-}
-
-const ROOT = new URL("../../", import.meta.url).pathname;
-
-/**
- * Spawns a Deno entry of the project in namespace `ns` with its own control
- * socket (servers: egress allowed to loopback, where the origin listens).
- */
-export function spawnDenoIn(name: string, ns: string, entry: string, args: string[]): Daemon {
-  const c = withControlSocket(name, entry, args);
-  return spawnIn(name, ns, Deno.execPath(), [
-    "run",
-    "-A",
-    "--unstable-net",
-    ROOT + entry,
-    ...c.args,
-  ], { path: c.controlPath, dir: c.controlDir });
 }
 
 /** The daemons of {@link startNatTunnel}. */

@@ -87,6 +87,38 @@ export function spawnIn(
   return new Daemon(name, proc, control);
 }
 
+/** Runs `cmd args…` inside namespace `ns` to completion, output captured. */
+export async function execIn(ns: string, cmd: string, args: string[]): Promise<Deno.CommandOutput> {
+  return await new Deno.Command("ip", {
+    args: ["netns", "exec", ns, cmd, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+}
+
+/**
+ * Spawns a Deno entry of the project inside namespace `ns`; a daemon gets
+ * its own control socket in a temporary directory (reachable from outside
+ * the namespace: Unix socket paths are not per network namespace), and a
+ * server the egress allows `egressAllow` (see {@link withControlSocket}).
+ */
+export function spawnDenoIn(
+  name: string,
+  ns: string,
+  entry: string,
+  args: string[],
+  egressAllow: readonly string[] = TEST_EGRESS_ALLOW,
+): Daemon {
+  const c = withControlSocket(name, entry, args, egressAllow);
+  return spawnIn(name, ns, Deno.execPath(), [
+    "run",
+    "-A",
+    "--unstable-net",
+    ROOT + entry,
+    ...c.args,
+  ], { path: c.controlPath, dir: c.controlDir });
+}
+
 /** Three namespaces and an emulated link between client and server. */
 export class Testbed {
   readonly client: string;
@@ -294,27 +326,16 @@ export class Testbed {
    * {@link TARGET_SUBNET6} (see {@link withControlSocket}).
    */
   spawnDeno(name: string, ns: string, entry: string, args: string[]): Daemon {
-    const c = withControlSocket(name, entry, args, [
+    return spawnDenoIn(name, ns, entry, args, [
       ...TEST_EGRESS_ALLOW,
       TARGET_SUBNET,
       TARGET_SUBNET6,
     ]);
-    return this.spawn(name, ns, Deno.execPath(), [
-      "run",
-      "-A",
-      "--unstable-net",
-      ROOT + entry,
-      ...c.args,
-    ], { path: c.controlPath, dir: c.controlDir });
   }
 
   /** Runs a command inside `ns` to completion. */
-  async exec(ns: string, cmd: string, args: string[]): Promise<Deno.CommandOutput> {
-    return await new Deno.Command("ip", {
-      args: ["netns", "exec", ns, cmd, ...args],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
+  exec(ns: string, cmd: string, args: string[]): Promise<Deno.CommandOutput> {
+    return execIn(ns, cmd, args);
   }
 
   /** Stops the emulator and removes every namespace (idempotent). */
