@@ -171,9 +171,13 @@ export async function clientCarriers(
       const turn = nat?.turn;
       if (!turn) throw new Error('the "turn" carrier needs a turn block in the config');
       const { TurnDialer } = await import("../../shared/carrier/turn.ts");
+      const ca = turn.ca ? [await Deno.readTextFile(turn.ca)] : undefined;
       const d = new TurnDialer({
         server: turn.server,
         credentials: { username: turn.username, password: turn.password },
+        transport: turn.transport,
+        ...(turn.serverName ? { serverName: turn.serverName } : {}),
+        ...(ca ? { caCerts: ca } : {}),
         ...(turn.lifetime ? { lifetimeSec: turn.lifetime } : {}),
         connectTimeoutMs: opts.connectTimeoutMs,
         onEvent: (e, link) => {

@@ -9,8 +9,29 @@
 /** Bytes of the length prefix. */
 export const FRAME_HEADER = 2;
 
+/** Splits a byte stream into messages (the framing of one stream carrier). */
+export interface StreamReader {
+  /** Largest message accepted. */
+  readonly max: number;
+  /**
+   * Feeds one chunk; calls `onFrame` per complete message (valid only during
+   * the call). False when the stream is broken: nothing more should be fed.
+   */
+  push(chunk: Uint8Array, onFrame: (frame: Uint8Array) => void): boolean;
+}
+
+/** Gathers a task's messages into one write (the framing's other half). */
+export interface StreamWriter {
+  /** Bytes queued. */
+  readonly size: number;
+  /** Appends one message (copied), framed. */
+  add(data: Uint8Array): void;
+  /** Everything queued as one fresh buffer; the writer starts empty again. */
+  take(): Uint8Array;
+}
+
 /** Reassembles length-prefixed frames from stream chunks. */
-export class FrameReader {
+export class FrameReader implements StreamReader {
   private readonly buf: Uint8Array;
   private have = 0;
   /** Frames delivered so far. */
@@ -77,7 +98,7 @@ export class FrameReader {
 }
 
 /** Gathers datagrams into one buffer of frames, reused between writes. */
-export class FrameWriter {
+export class FrameWriter implements StreamWriter {
   private buf: Uint8Array;
   private used = 0;
 

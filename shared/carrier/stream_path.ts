@@ -1,13 +1,14 @@
 /**
- * One byte-stream connection carrying datagrams (UDP-over-TCP, TLS): frames
- * read with a {@link FrameReader}, a task's datagrams gathered into one write,
+ * One byte-stream connection carrying datagrams (UDP-over-TCP, TLS, TURN over
+ * TCP): frames read with a {@link StreamReader} (length-prefixed by default),
+ * a task's datagrams gathered into one write,
  * a cap on what may wait to be written (beyond it datagrams are dropped and
  * counted — the session above retransmits what matters), and a close that
  * is idempotent and never throws. Shared by the carriers' listeners and links.
  * @module
  */
 
-import { type FrameReader, FrameWriter } from "./stream_framing.ts";
+import { FrameWriter, type StreamReader, type StreamWriter } from "./stream_framing.ts";
 
 /** Bytes that may wait to be written on one connection before datagrams are dropped. */
 export const STREAM_WRITE_CAP = 1 << 20;
@@ -19,7 +20,6 @@ const READ_CHUNK = 64 * 1024;
 export class StreamPath {
   /** Datagrams dropped because the connection's writes backed up. */
   drops = 0;
-  private readonly writer = new FrameWriter();
   private writing = false;
   private flushQueued = false;
   private closed = false;
@@ -28,8 +28,9 @@ export class StreamPath {
 
   constructor(
     readonly conn: Deno.Conn,
-    readonly reader: FrameReader,
+    readonly reader: StreamReader,
     private readonly cap = STREAM_WRITE_CAP,
+    private readonly writer: StreamWriter = new FrameWriter(),
   ) {
     this.done = new Promise((r) => (this.resolveDone = r));
   }

@@ -6,9 +6,11 @@
  * ChannelData. The ostp server sees the relay's address as the client's and
  * changes nothing.
  *
- * Everything arriving on the socket from another address than the TURN
- * server's is dropped and counted (`foreign`); what comes from the TURN
- * server goes to the machine, which hands back the peer's payloads.
+ * The TURN server is reached over UDP (one socket: everything arriving from
+ * another address than the TURN server's is dropped and counted, `foreign`),
+ * or over TCP or TLS where UDP to it is blocked (RFC 8656 §12.5 framing:
+ * STUN messages and padded ChannelData back to back on the stream); the relay
+ * talks UDP to the ostp server either way.
  * @module
  */
 
@@ -16,9 +18,97 @@ import { type DatagramSocket, openUdp } from "../net/datagram.ts";
 import { samePeer, TurnClient, type TurnCredentials, type TurnEvent } from "../stun/turn_client.ts";
 import type { RetransmitConfig } from "../stun/transactions.ts";
 import type { CarrierDialer, CarrierLink } from "./carrier.ts";
+import { STREAM_WRITE_CAP, StreamPath } from "./stream_path.ts";
+import { RawWriter, TurnStreamReader } from "./turn_stream.ts";
+import { connectTcp } from "./uot.ts";
 
 /** Largest datagram a TURN link takes (UDP's largest, less ChannelData's header). */
 const TURN_MAX = 65507 - 4;
+
+/** How the client reaches the TURN server. */
+export type TurnTransportKind = "udp" | "tcp" | "tls";
+
+/**
+ * Bytes a TURN link adds per datagram beyond plain UDP: ChannelData's 4
+ * (and up to 3 of padding on a stream, whose TCP header is 12 bytes more than
+ * UDP's; TLS adds its record's 22).
+ */
+const TURN_OVERHEAD: Record<TurnTransportKind, number> = {
+  udp: 4,
+  tcp: 4 + 3 + 12,
+  tls: 4 + 3 + 12 + 22,
+};
+
+/** The path to the TURN server: one UDP socket, or one TCP/TLS connection. */
+interface TurnTransport {
+  /** "udp", "tcp" or "tls". */
+  readonly kind: TurnTransportKind;
+  /** The local port. */
+  readonly localPort: number;
+  /** Datagrams dropped because they came from elsewhere than the TURN server (UDP). */
+  readonly foreign: number;
+  /** Delivers each message from the TURN server until closed. */
+  run(onMessage: (msg: Uint8Array) => void): Promise<void>;
+  /** Queues one message (copied). */
+  send(msg: Uint8Array): void;
+  flush(): void;
+  close(): void;
+}
+
+class UdpTurnTransport implements TurnTransport {
+  readonly kind = "udp";
+  foreign = 0;
+  constructor(readonly socket: DatagramSocket, readonly turn: Deno.NetAddr) {}
+  get localPort(): number {
+    return this.socket.addr.port;
+  }
+  run(onMessage: (msg: Uint8Array) => void): Promise<void> {
+    const turn = this.turn;
+    return this.socket.run((data, from) => {
+      if (!samePeer(from, turn)) {
+        this.foreign++;
+        return;
+      }
+      onMessage(data);
+    });
+  }
+  send(msg: Uint8Array): void {
+    this.socket.send(msg, this.turn);
+  }
+  flush(): void {
+    this.socket.flush();
+  }
+  close(): void {
+    try {
+      this.socket.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+class StreamTurnTransport implements TurnTransport {
+  readonly foreign = 0;
+  private readonly path: StreamPath;
+  constructor(readonly kind: "tcp" | "tls", readonly conn: Deno.Conn) {
+    this.path = new StreamPath(conn, new TurnStreamReader(), STREAM_WRITE_CAP, new RawWriter());
+  }
+  get localPort(): number {
+    return (this.conn.localAddr as Deno.NetAddr).port;
+  }
+  run(onMessage: (msg: Uint8Array) => void): Promise<void> {
+    return this.path.readLoop(onMessage);
+  }
+  send(msg: Uint8Array): void {
+    this.path.send(msg);
+  }
+  flush(): void {
+    this.path.flush();
+  }
+  close(): void {
+    this.path.close();
+  }
+}
 
 /** Settings of {@link TurnDialer}. */
 export interface TurnDialerOptions {
@@ -26,6 +116,12 @@ export interface TurnDialerOptions {
   server: { host: string; port: number };
   /** The account (the password is never logged). */
   credentials: TurnCredentials;
+  /** How the TURN server is reached (default "udp"). */
+  transport?: TurnTransportKind;
+  /** TLS: the name the TURN server's certificate must carry (default its host). */
+  serverName?: string;
+  /** TLS: CA certificates (PEM) trusted besides the system's. */
+  caCerts?: string[];
   /** Lifetime to ask for, s. */
   lifetimeSec?: number;
   /** How often permission and channel are refreshed, s (default 120). */
@@ -68,22 +164,52 @@ export class TurnDialer implements CarrierDialer {
    */
   async dial(server: Deno.NetAddr, signal?: AbortSignal): Promise<CarrierLink> {
     const turn = await this.resolve();
-    const open = this.opts.openSocket ?? openUdp;
-    const socket = open(turn.hostname.includes(":") ? "::" : "0.0.0.0", 0);
+    const kind = this.opts.transport ?? "udp";
+    const ms = this.opts.connectTimeoutMs ?? 10_000;
+    let transport: TurnTransport;
+    if (kind === "udp") {
+      const open = this.opts.openSocket ?? openUdp;
+      transport = new UdpTurnTransport(
+        open(turn.hostname.includes(":") ? "::" : "0.0.0.0", 0),
+        turn,
+      );
+    } else {
+      const tcp = await connectTcp({ ...turn, transport: "tcp" }, ms, signal);
+      if (kind === "tcp") {
+        transport = new StreamTurnTransport("tcp", tcp);
+      } else {
+        try {
+          const tls = await Deno.startTls(tcp, {
+            hostname: this.opts.serverName ?? this.opts.server.host,
+            ...(this.opts.caCerts ? { caCerts: this.opts.caCerts } : {}),
+          });
+          await tls.handshake();
+          transport = new StreamTurnTransport("tls", tls);
+        } catch (e) {
+          try {
+            tcp.close();
+          } catch {
+            // closed
+          }
+          throw new Error(`TURN over TLS: ${(e as Error).message}`);
+        }
+      }
+    }
     const client = new TurnClient({
       credentials: this.opts.credentials,
       peer: server,
+      stream: kind !== "udp",
       ...(this.opts.lifetimeSec ? { lifetimeSec: this.opts.lifetimeSec } : {}),
       ...(this.opts.permissionRefreshSec
         ? { permissionRefreshSec: this.opts.permissionRefreshSec }
         : {}),
       ...(this.opts.retransmit ? { retransmit: this.opts.retransmit } : {}),
     });
-    const link = new TurnLink(socket, turn, client, (e, l) => this.opts.onEvent?.(e, l));
+    const link = new TurnLink(transport, turn, client, (e, l) => this.opts.onEvent?.(e, l));
     this.live.add(link);
     link.closed.then(() => this.live.delete(link));
     try {
-      await link.ready(this.opts.connectTimeoutMs ?? 10_000, signal);
+      await link.ready(ms, signal);
     } catch (e) {
       link.abort();
       throw e;
@@ -107,11 +233,9 @@ export class TurnDialer implements CarrierDialer {
 /** One allocation: the session's path through the relay. */
 export class TurnLink implements CarrierLink {
   readonly kind = "turn";
-  readonly overhead = 4;
+  readonly overhead: number;
   readonly reliable = false;
   readonly maxDatagram = TURN_MAX;
-  /** Datagrams dropped because they came from elsewhere than the TURN server. */
-  foreign = 0;
   /** Resolves when the socket is closed (deallocated, failed or aborted). */
   readonly closed: Promise<void>;
 
@@ -124,18 +248,15 @@ export class TurnLink implements CarrierLink {
   private socketClosed = false;
 
   constructor(
-    readonly socket: DatagramSocket,
+    private readonly transport: TurnTransport,
     /** The TURN server's address: the only source taken. */
     readonly turn: Deno.NetAddr,
     /** The TURN machine. */
     readonly client: TurnClient,
     private readonly onEvent: (e: TurnEvent, link: TurnLink) => void,
   ) {
-    this.runP = socket.run((data, from) => {
-      if (!samePeer(from, turn)) {
-        this.foreign++;
-        return;
-      }
+    this.overhead = TURN_OVERHEAD[transport.kind];
+    this.runP = transport.run((data) => {
       const payload = client.receive(data, performance.now());
       if (payload && this.onData) this.onData(payload);
       // ChannelData (the data path) never makes the machine send or report anything.
@@ -148,12 +269,17 @@ export class TurnLink implements CarrierLink {
 
   get local(): string {
     const r = this.client.relayed;
-    const a = this.socket.addr;
-    return `turn ${r ? `${fmt(r)} ` : ""}via ${fmt(this.turn)} (udp ${a.port})`;
+    const t = this.transport;
+    return `turn ${r ? `${fmt(r)} ` : ""}via ${fmt(this.turn)} (${t.kind} ${t.localPort})`;
   }
 
   get localPort(): number {
-    return this.socket.addr.port;
+    return this.transport.localPort;
+  }
+
+  /** Datagrams dropped because they came from elsewhere than the TURN server. */
+  get foreign(): number {
+    return this.transport.foreign;
   }
 
   /** Counters for the client's status. */
@@ -161,6 +287,7 @@ export class TurnLink implements CarrierLink {
     const c = this.client;
     return {
       turnServer: fmt(this.turn),
+      transport: this.transport.kind,
       relayed: c.relayed ? fmt(c.relayed) : "",
       ...(c.mapped ? { mapped: fmt(c.mapped) } : {}),
       lifetime: c.lifetime,
@@ -196,12 +323,13 @@ export class TurnLink implements CarrierLink {
   }
 
   send(data: Uint8Array): void {
+    if (data.length > TURN_MAX) return; // no relay could send it on
     const b = this.client.wrap(data);
-    if (b) this.socket.send(b, this.turn);
+    if (b) this.transport.send(b);
   }
 
   flush(): void {
-    this.socket.flush();
+    this.transport.flush();
   }
 
   /** Deallocates (LIFETIME 0), then closes the socket when answered or after a second. */
@@ -220,8 +348,8 @@ export class TurnLink implements CarrierLink {
   /** Sends what the machine queued, handles its events, schedules its next deadline. */
   private pump(): void {
     const out = this.client.takeTransmits();
-    for (const b of out) this.socket.send(b, this.turn);
-    if (out.length > 0) this.socket.flush();
+    for (const b of out) this.transport.send(b);
+    if (out.length > 0) this.transport.flush();
     for (const e of this.client.takeEvents()) {
       if ((e.type === "permitted" || e.type === "channel") && !this.isReady) {
         this.isReady = true;
@@ -255,11 +383,7 @@ export class TurnLink implements CarrierLink {
     this.socketClosed = true;
     clearTimeout(this.timer);
     this.timerAt = Infinity;
-    try {
-      this.socket.close();
-    } catch {
-      // already closed
-    }
+    this.transport.close();
   }
 }
 

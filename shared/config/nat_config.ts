@@ -7,7 +7,7 @@
  * "stun": ["stun.example.net:3478"],
  * "stunInterval": 60,
  * "turn": { "server": "turn.example.net:3478", "username": "u",
- *           "passwordFile": "turn.pw", "transport": "udp" }
+ *           "passwordFile": "turn.pw", "transport": "udp" }   // or "tcp", "tls"
  * ```
  * The password comes from `password`, `passwordFile` or the environment's
  * `OSTP_TURN_PASSWORD` (the CLI's job); it is never logged.
@@ -28,7 +28,10 @@ import { secretFileField, type SecretFiles } from "./secrets.ts";
 export const STUN_DEFAULT_PORT = 3478;
 
 /** Transports a TURN server is reached over. */
-export const TURN_TRANSPORTS = ["udp"] as const;
+export const TURN_TRANSPORTS = ["udp", "tcp", "tls"] as const;
+
+/** The TURN-over-TLS port when a name comes without one (RFC 8656 "turns"). */
+export const TURNS_DEFAULT_PORT = 5349;
 
 /** A TURN relay and its account. */
 export interface TurnServerConfig {
@@ -40,6 +43,10 @@ export interface TurnServerConfig {
   password: string;
   /** How the TURN server is reached. */
   transport: (typeof TURN_TRANSPORTS)[number];
+  /** TLS: the name the TURN server's certificate must carry (default: the server's host). */
+  serverName?: string;
+  /** TLS: a CA certificate file (PEM) trusted besides the system's. */
+  ca?: string;
   /** Allocation lifetime to ask for, s (absent: the server's default). */
   lifetime?: number;
 }
@@ -61,18 +68,23 @@ export const CLIENT_NAT_FIELDS = ["stun", "stunInterval", "turn"] as const;
 export const DEFAULT_STUN_INTERVAL = 60;
 
 /** Parses a STUN/TURN server as a person wrote it (`host`, `host:port`, `stun:host:port`). */
-export function parseStunServer(s: string): HostPort {
-  const t = s.trim().replace(/^(stun|turn):/i, "");
-  return parseHostPort(t, STUN_DEFAULT_PORT);
+export function parseStunServer(s: string, defaultPort = STUN_DEFAULT_PORT): HostPort {
+  const t = s.trim().replace(/^(stun|turns?):/i, "");
+  return parseHostPort(t, defaultPort);
 }
 
-function hostPortAt(v: unknown, path: string, issues: ConfigIssue[]): HostPort | undefined {
+function hostPortAt(
+  v: unknown,
+  path: string,
+  issues: ConfigIssue[],
+  defaultPort = STUN_DEFAULT_PORT,
+): HostPort | undefined {
   if (typeof v !== "string") {
     issues.push({ path, message: `expected "host:port", got ${typeName(v)}` });
     return undefined;
   }
   try {
-    const hp = parseStunServer(v);
+    const hp = parseStunServer(v, defaultPort);
     if (hp.port === 0) throw new HostPortError("port must be from 1 to 65535");
     return hp;
   } catch (e) {
@@ -111,11 +123,24 @@ export function readClientNat(r: ObjectReader, files?: SecretFiles): ClientNatCo
       "password",
       "passwordFile",
       "transport",
+      "serverName",
+      "ca",
       "lifetime",
     ]);
+    const transport = t.oneOf("transport", "udp", TURN_TRANSPORTS);
     const server = t.require("server")
-      ? hostPortAt(t.get("server"), t.at("server"), r.issues)
+      ? hostPortAt(
+        t.get("server"),
+        t.at("server"),
+        r.issues,
+        transport === "tls" ? TURNS_DEFAULT_PORT : STUN_DEFAULT_PORT,
+      )
       : undefined;
+    const serverName = t.string("serverName");
+    const ca = t.string("ca");
+    if (transport !== "tls" && (serverName !== undefined || ca !== undefined)) {
+      t.add(t.at(serverName !== undefined ? "serverName" : "ca"), 'only with "transport": "tls"');
+    }
     const username = t.require("username") ? t.string("username") : undefined;
     let password = t.string("password");
     if (t.has("password") && t.has("passwordFile")) {
@@ -128,20 +153,13 @@ export function readClientNat(r: ObjectReader, files?: SecretFiles): ClientNatCo
         "required (password, passwordFile, OSTP_TURN_PASSWORD or --turn-password-file)",
       );
     }
-    const transport = t.get("transport");
-    if (transport !== undefined && transport !== "udp") {
-      t.add(
-        t.at("transport"),
-        transport === "tcp" || transport === "tls"
-          ? `TURN over ${transport} is not built: use "udp" (docs/nat.md says why)`
-          : `expected "udp"`,
-      );
-    }
     const lifetime = t.has("lifetime") ? t.integer("lifetime", 600, 10, 86400) : undefined;
     if (server && username !== undefined && password !== undefined) {
       if (username.length === 0) t.add(t.at("username"), "must not be empty");
-      out.turn = { server, username, password, transport: "udp" };
+      out.turn = { server, username, password, transport };
       if (lifetime !== undefined) out.turn.lifetime = lifetime;
+      if (serverName !== undefined) out.turn.serverName = serverName;
+      if (ca !== undefined) out.turn.ca = ca;
     }
   }
   return out;

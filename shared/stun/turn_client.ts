@@ -65,7 +65,16 @@ export interface TurnClientOptions {
   retransmit?: RetransmitConfig;
   /** The channel number to bind (default 0x4000). */
   channel?: number;
+  /**
+   * The TURN server is reached over a byte stream (TCP, TLS): ChannelData is
+   * padded to four bytes and requests are sent once (the stream retransmits),
+   * timing out after {@link STREAM_REQUEST_TIMEOUT_MS} unless `retransmit` says.
+   */
+  stream?: boolean;
 }
+
+/** How long a request over a stream waits for its answer, ms. */
+export const STREAM_REQUEST_TIMEOUT_MS = 10_000;
 
 /** The client's state. */
 export type TurnState = "idle" | "allocating" | "allocated" | "closing" | "closed" | "failed";
@@ -142,7 +151,12 @@ export class TurnClient {
   private readonly software: string;
 
   constructor(private readonly opts: TurnClientOptions) {
-    this.tx = new Transactions(opts.retransmit ?? DEFAULT_RETRANSMIT);
+    this.tx = new Transactions(
+      opts.retransmit ??
+        (opts.stream
+          ? { rtoMs: STREAM_REQUEST_TIMEOUT_MS, maxSends: 1, lastWaitRtos: 1 }
+          : DEFAULT_RETRANSMIT),
+    );
     this.channelWanted = opts.channel ?? CHANNEL_MIN;
     this.software = opts.software ?? "ostp";
   }
@@ -241,7 +255,8 @@ export class TurnClient {
   wrap(payload: Uint8Array): Uint8Array | null {
     if (this.state !== "allocated") return null;
     if (this.channel !== 0) {
-      const n = writeChannelData(this.channel, payload, this.dataBuf);
+      let n = writeChannelData(this.channel, payload, this.dataBuf);
+      if (this.opts.stream) { while (n & 3) this.dataBuf[n++] = 0; }
       return this.dataBuf.subarray(0, n);
     }
     if (!this.permitted) return null;

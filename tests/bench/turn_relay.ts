@@ -3,8 +3,9 @@
  * testbed (tests/support/nat_bed.ts: client behind an nftables masquerade,
  * coturn and the ostp server on the other side, plain veth links):
  * throughput of a download through the proxy with the session on direct
- * UDP through the NAT, and through a coturn allocation (ChannelData), with
- * the CPU of each daemon (coturn's too). Median of 3 after a warm-up.
+ * UDP through the NAT, and through a coturn allocation (ChannelData)
+ * reached over UDP, TCP and TLS, with the CPU of each daemon (coturn's too).
+ * Median of 3 after a warm-up.
  *
  *   deno run -A tests/bench/turn_relay.ts     # or: deno task bench (OSTP_BENCH_TURN=0 skips)
  * @module
@@ -14,6 +15,7 @@ import { canUseNetns } from "../support/netns.ts";
 import type { Daemon } from "../support/daemons.ts";
 import { NAT_ADDR, NatBed, startNatTunnel, TURN_USER } from "../support/nat_bed.ts";
 import { cpu, envNum, lpad, median, MiB, pad } from "./peers.ts";
+import { makeTestCerts } from "../support/certs.ts";
 
 const dec = new TextDecoder();
 
@@ -45,20 +47,30 @@ async function download(bed: NatBed, size: number): Promise<{ bytes: number; sec
   return { bytes, seconds };
 }
 
-/** One configuration: warm-up, then the median of three downloads of `sizeMiB`. */
-async function measure(label: string, turn: boolean, sizeMiB: number): Promise<Row> {
+/**
+ * One configuration (direct UDP, or TURN over `turn`): warm-up, then the
+ * median of three downloads of `sizeMiB`.
+ */
+async function measure(
+  label: string,
+  turn: "udp" | "tcp" | "tls" | null,
+  sizeMiB: number,
+): Promise<Row> {
   const bed = await NatBed.create();
   const dir = await Deno.makeTempDir();
   const daemons: Daemon[] = [];
   try {
-    const coturn = await bed.startCoturn();
+    const certs = turn === "tls" ? await makeTestCerts(dir, ["turn.test"]) : undefined;
+    const coturn = await bed.startCoturn([], certs);
     await Deno.writeTextFile(`${dir}/turn.pw`, TURN_USER.password, { mode: 0o600 });
     const config = turn
       ? {
         turn: {
-          server: `${NAT_ADDR.turn}:3478`,
+          server: `${NAT_ADDR.turn}:${turn === "tls" ? 5349 : 3478}`,
           username: TURN_USER.username,
           passwordFile: "turn.pw",
+          transport: turn,
+          ...(certs ? { serverName: "turn.test", ca: certs.ca } : {}),
         },
       }
       : {};
@@ -105,8 +117,10 @@ export async function runTurnBench(): Promise<void> {
   }
   const size = envNum("OSTP_BENCH_TURN_MIB", 128);
   const rows = [
-    await measure("ostp udp, direct through the NAT", false, size),
-    await measure("ostp turn, via coturn (ChannelData)", true, size),
+    await measure("ostp udp, direct through the NAT", null, size),
+    await measure("ostp turn, via coturn (ChannelData)", "udp", size),
+    await measure("ostp turn over TCP to coturn", "tcp", size),
+    await measure("ostp turn over TLS to coturn", "tls", size),
   ];
   console.log(
     `  ${pad("path", 40)} ${lpad("Mbit/s", 8)} ${lpad("MiB/CPU-s", 10)} ${lpad("coturn CPU", 11)}`,
@@ -123,13 +137,14 @@ export async function runTurnBench(): Promise<void> {
       } ${lpad(share, 11)}`,
     );
   }
-  const [direct, relayed] = rows;
-  if (direct.mbps && relayed.mbps) {
-    console.log(
-      `  through the relay: ${(relayed.mbps / direct.mbps * 100).toFixed(0)}% of direct UDP ` +
-        `(${size} MiB, median of 3; MiB/CPU-s counts client + server, + coturn for the relay)`,
-    );
+  const [direct, ...relayed] = rows;
+  for (const r of relayed) {
+    if (!direct.mbps || !r.mbps) continue;
+    console.log(`  ${r.label}: ${(r.mbps / direct.mbps * 100).toFixed(0)}% of direct UDP`);
   }
+  console.log(
+    `  (${size} MiB each, median of 3; MiB/CPU-s counts client + server, + coturn for the relay)`,
+  );
 }
 
 if (import.meta.main) await runTurnBench();

@@ -21,6 +21,7 @@ import type { Daemon } from "../support/daemons.ts";
 import { canUseNetns } from "../support/netns.ts";
 import { NAT_ADDR, NatBed, startNatTunnel, TURN_USER } from "../support/nat_bed.ts";
 import { Attr, Method, StunWriter, writeChannelData } from "../../shared/stun/message.ts";
+import { makeTestCerts } from "../support/certs.ts";
 
 const MiB = 1024 * 1024;
 const enabled = await canUseNetns() && await hasCoturn();
@@ -43,7 +44,7 @@ async function hasCoturn(): Promise<boolean> {
  */
 function natTest(
   name: string,
-  opts: { symmetric?: boolean; coturn?: string[] },
+  opts: { symmetric?: boolean; coturn?: string[]; tls?: boolean },
   fn: (bed: NatBed, dir: string, daemons: Daemon[]) => Promise<void>,
 ): void {
   Deno.test({
@@ -56,7 +57,8 @@ function natTest(
       const dir = await Deno.makeTempDir();
       const daemons: Daemon[] = [];
       try {
-        await bed.startCoturn(opts.coturn ?? []);
+        const certs = opts.tls ? await makeTestCerts(dir, ["turn.test"]) : undefined;
+        await bed.startCoturn(opts.coturn ?? [], certs);
         await fn(bed, dir, daemons);
       } finally {
         for (const d of daemons.reverse()) await d.stop().catch(() => {});
@@ -279,4 +281,29 @@ natTest("TURN: a wrong password fails with an error naming TURN authentication",
   );
   assertEquals(client.count(/connected to/), 0);
   assertEquals(client.count(/not-it/), 0, "the password is never logged");
+});
+
+natTest("TURN over TCP and over TLS when no UDP leaves the LAN", { tls: true }, async (
+  bed,
+  dir,
+  daemons,
+) => {
+  await bed.blockAllUdp();
+  for (const transport of ["tcp", "tls"] as const) {
+    const { client } = await startNatTunnel(bed, dir, daemons, {
+      turn: {
+        server: `${NAT_ADDR.turn}:${transport === "tls" ? 5349 : 3478}`,
+        username: TURN_USER.username,
+        password: TURN_USER.password,
+        transport,
+        ...(transport === "tls" ? { serverName: "turn.test", ca: `${dir}/ca.pem` } : {}),
+      },
+    });
+    await client.waitFor(/TURN relay 10\.77\.1\.2:\d+ allocated/);
+    await download(bed, 16 * MiB, transport === "tls" ? 12 : 11, `${dir}/${transport}.bin`);
+    const s0 = await session0(client);
+    assertEquals(s0.carrier, "turn");
+    assertEquals(s0.carrierCounters.transport, transport);
+    for (const d of daemons.splice(0)) await d.stop();
+  }
 });

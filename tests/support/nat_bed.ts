@@ -135,6 +135,11 @@ export class NatBed {
     );
   }
 
+  /** Drops every UDP datagram from the LAN: only TCP leaves (TURN over TCP/TLS still works). */
+  blockAllUdp(): Promise<string> {
+    return this.nft("add rule ip fw filter_fwd ip saddr 192.168.77.0/24 meta l4proto udp drop");
+  }
+
   /** Forgets every NAT mapping (conntrack), as a router that rebooted or timed flows out. */
   flushNat(): Promise<string> {
     return run("ip", "netns", "exec", this.nat, "conntrack", "-F").catch(() => "");
@@ -145,7 +150,10 @@ export class NatBed {
    * two), long-term credentials, its relay addresses in its own namespace;
    * `extra` adds options (`--max-allocate-lifetime=20`).
    */
-  async startCoturn(extra: string[] = []): Promise<Daemon> {
+  async startCoturn(
+    extra: string[] = [],
+    tls?: { cert: string; key: string },
+  ): Promise<Daemon> {
     const d = spawnIn("coturn", this.turn, "turnserver", [
       "-n",
       "--listening-ip",
@@ -168,7 +176,9 @@ export class NatBed {
       "--realm",
       TURN_USER.realm,
       "--fingerprint",
-      "--no-tls",
+      ...(tls
+        ? ["--tls-listening-port", "5349", "--cert", tls.cert, "--pkey", tls.key]
+        : ["--no-tls"]),
       "--no-dtls",
       "--no-cli",
       "--log-file",

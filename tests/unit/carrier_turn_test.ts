@@ -2,13 +2,14 @@
  * The TURN carrier through a real coturn on loopback (Debian's package;
  * skipped when it is not installed): the carrier conformance suite, with
  * the UDP listener as the ostp server and the link's datagrams relayed by
- * coturn as ChannelData.
+ * coturn as ChannelData — reaching coturn over UDP, TCP and TLS.
  */
 import { carrierConformance } from "../conformance/carrier.ts";
 import { UdpListener } from "../../shared/carrier/udp.ts";
 import { TurnDialer } from "../../shared/carrier/turn.ts";
 import { DenoUdpSocket, openUdp } from "../../shared/net/datagram.ts";
 import { freePort } from "../support/daemons.ts";
+import { makeTestCerts, type TestCerts } from "../support/certs.ts";
 import "../../ffi/udp_linux.ts";
 
 async function hasCoturn(): Promise<boolean> {
@@ -23,9 +24,12 @@ async function hasCoturn(): Promise<boolean> {
 const enabled = Deno.build.os === "linux" && await hasCoturn();
 if (!enabled) console.log("SKIPPED turn carrier conformance: needs turnserver (coturn)");
 
-/** Starts coturn on loopback; resolves once it answers. */
-async function coturn(): Promise<{ port: number; stop: () => Promise<void> }> {
+/** Starts coturn on loopback (TLS too with `certs`); resolves once it answers. */
+async function coturn(
+  certs?: TestCerts,
+): Promise<{ port: number; tlsPort: number; stop: () => Promise<void> }> {
   const port = freePort("udp");
+  const tlsPort = freePort("tcp");
   const min = 20000 + Math.floor(Math.random() * 400) * 100;
   const db = await Deno.makeTempFile({ suffix: ".db" });
   const proc = new Deno.Command("turnserver", {
@@ -47,7 +51,9 @@ async function coturn(): Promise<{ port: number; stop: () => Promise<void> }> {
       "--realm",
       "ostp.test",
       "--allow-loopback-peers",
-      "--no-tls",
+      ...(certs
+        ? ["--tls-listening-port", String(tlsPort), "--cert", certs.cert, "--pkey", certs.key]
+        : ["--no-tls"]),
       "--no-dtls",
       "--no-cli",
       "--userdb",
@@ -69,8 +75,19 @@ async function coturn(): Promise<{ port: number; stop: () => Promise<void> }> {
   }
   probe.close();
   await running;
+  if (certs) {
+    for (let i = 0; i < 100; i++) {
+      try {
+        (await Deno.connect({ hostname: "127.0.0.1", port: tlsPort })).close();
+        break;
+      } catch {
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
+  }
   return {
     port,
+    tlsPort,
     async stop() {
       try {
         proc.kill("SIGTERM");
@@ -83,29 +100,36 @@ async function coturn(): Promise<{ port: number; stop: () => Promise<void> }> {
   };
 }
 
-carrierConformance("turn carrier (coturn)", async () => {
-  const turn = await coturn();
-  const listener = UdpListener.open("127.0.0.1", 0);
-  const stranger = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
-  return {
-    listener,
-    dialer: new TurnDialer({
-      server: { host: "127.0.0.1", port: turn.port },
-      credentials: { username: "conf", password: "conf-pw" },
-      openSocket: (h, p) => openUdp(h, p),
-    }),
-    server: { transport: "udp", hostname: "127.0.0.1", port: listener.local.port },
-    mtu: 1346,
-    linkKind: "turn",
-    // coturn relays one datagram at a time through default-sized socket buffers: a burst of
-    // 64 full datagrams (both ways) overflows them now and then, 16 does not.
-    burst: 16,
-    async sendStranger(bytes: Uint8Array) {
-      if (bytes.length > 0) await stranger.send(bytes, listener.local);
-    },
-    async close() {
-      stranger.close();
-      await turn.stop();
-    },
-  };
-}, { ignore: !enabled });
+for (const transport of ["udp", "tcp", "tls"] as const) {
+  carrierConformance(`turn carrier over ${transport} (coturn)`, async () => {
+    const dir = transport === "tls" ? await Deno.makeTempDir() : null;
+    const certs = dir ? await makeTestCerts(dir, ["turn.test"]) : undefined;
+    const turn = await coturn(certs);
+    const listener = UdpListener.open("127.0.0.1", 0);
+    const stranger = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+    return {
+      listener,
+      dialer: new TurnDialer({
+        server: { host: "127.0.0.1", port: transport === "tls" ? turn.tlsPort : turn.port },
+        credentials: { username: "conf", password: "conf-pw" },
+        transport,
+        ...(certs ? { serverName: "turn.test", caCerts: [await Deno.readTextFile(certs.ca)] } : {}),
+        openSocket: (h, p) => openUdp(h, p),
+      }),
+      server: { transport: "udp", hostname: "127.0.0.1", port: listener.local.port },
+      mtu: 1346 - (transport === "udp" ? 0 : 40),
+      linkKind: "turn",
+      // coturn relays one datagram at a time through default-sized socket buffers: a burst of
+      // 64 full datagrams (both ways) overflows them now and then, 16 does not.
+      burst: 16,
+      async sendStranger(bytes: Uint8Array) {
+        if (bytes.length > 0) await stranger.send(bytes, listener.local);
+      },
+      async close() {
+        stranger.close();
+        await turn.stop();
+        if (dir) await Deno.remove(dir, { recursive: true });
+      },
+    };
+  }, { ignore: !enabled });
+}

@@ -68,11 +68,19 @@ Deno.test("nat config: what is wrong with a turn block is named", () => {
     "turn.password: required (password, passwordFile, OSTP_TURN_PASSWORD or --turn-password-file)",
   ]);
   assertEquals(
-    issues({ ...base, turn: { server: "t", username: "u", password: "p", transport: "tcp" } }),
-    [
-      'turn.transport: TURN over tcp is not built: use "udp" (docs/nat.md says why)',
-    ],
+    issues({ ...base, turn: { server: "t", username: "u", password: "p", transport: "sctp" } }),
+    ['turn.transport: expected one of "udp", "tcp", "tls"'],
   );
+  assertEquals(
+    issues({ ...base, turn: { server: "t", username: "u", password: "p", ca: "ca.pem" } }),
+    ['turn.ca: only with "transport": "tls"'],
+  );
+  const tls = parseClientConfig({
+    ...base,
+    turn: { server: "turns:t.example", username: "u", password: "p", transport: "tls" },
+  });
+  assertEquals(tls.nat?.turn?.server, { host: "t.example", port: 5349 }, "turns default port");
+  assertEquals(tls.nat?.turn?.transport, "tls");
   const both = issues({
     ...base,
     turn: { server: "t", username: "u", password: "p", passwordFile: "f" },
