@@ -25,6 +25,13 @@ import { connectTcp } from "./uot.ts";
 /** Largest datagram a TURN link takes (UDP's largest, less ChannelData's header). */
 const TURN_MAX = 65507 - 4;
 
+/** How often the silence watchdog looks, ms. */
+const WATCHDOG_TICK_MS = 200;
+/** Sending this long with nothing back makes the link ask whether its allocation exists, ms. */
+const SILENCE_PROBE_MS = 600;
+/** At most one such question per this many ms. */
+const PROBE_EVERY_MS = 5000;
+
 /** How the client reaches the TURN server. */
 export type TurnTransportKind = "udp" | "tcp" | "tls";
 
@@ -246,6 +253,10 @@ export class TurnLink implements CarrierLink {
   private readyWaiter: { resolve: () => void; reject: (e: Error) => void } | null = null;
   private isReady = false;
   private socketClosed = false;
+  /** Messages in from the TURN server and datagrams out, for the silence watchdog. */
+  private received = 0;
+  private sent = 0;
+  private watchdog: ReturnType<typeof setInterval> | undefined;
 
   constructor(
     private readonly transport: TurnTransport,
@@ -257,6 +268,7 @@ export class TurnLink implements CarrierLink {
   ) {
     this.overhead = TURN_OVERHEAD[transport.kind];
     this.runP = transport.run((data) => {
+      this.received++;
       const payload = client.receive(data, performance.now());
       if (payload && this.onData) this.onData(payload);
       // ChannelData (the data path) never makes the machine send or report anything.
@@ -265,6 +277,33 @@ export class TurnLink implements CarrierLink {
     this.closed = this.runP.then(() => {}, () => {});
     client.start(performance.now());
     this.pump();
+    this.startWatchdog();
+  }
+
+  /**
+   * A relay that restarted drops ChannelData in silence: when datagrams go
+   * out for {@link SILENCE_PROBE_MS} and nothing comes back, a Refresh asks
+   * whether the allocation still exists (at most every {@link PROBE_EVERY_MS}).
+   * If it does not, the link closes and the session moves to a new one.
+   */
+  private startWatchdog(): void {
+    let lastIn = 0;
+    let lastOut = 0;
+    let silentTicks = 0;
+    let lastProbe = -Infinity;
+    this.watchdog = setInterval(() => {
+      const quiet = this.received === lastIn && this.sent > lastOut;
+      silentTicks = quiet ? silentTicks + 1 : 0;
+      lastIn = this.received;
+      lastOut = this.sent;
+      const now = performance.now();
+      if (silentTicks * WATCHDOG_TICK_MS >= SILENCE_PROBE_MS && now - lastProbe >= PROBE_EVERY_MS) {
+        lastProbe = now;
+        this.client.probe(now);
+        this.pump();
+      }
+    }, WATCHDOG_TICK_MS);
+    Deno.unrefTimer(this.watchdog);
   }
 
   get local(): string {
@@ -325,7 +364,9 @@ export class TurnLink implements CarrierLink {
   send(data: Uint8Array): void {
     if (data.length > TURN_MAX) return; // no relay could send it on
     const b = this.client.wrap(data);
-    if (b) this.transport.send(b);
+    if (!b) return;
+    this.sent++;
+    this.transport.send(b);
   }
 
   flush(): void {
@@ -382,6 +423,7 @@ export class TurnLink implements CarrierLink {
     if (this.socketClosed) return;
     this.socketClosed = true;
     clearTimeout(this.timer);
+    clearInterval(this.watchdog);
     this.timerAt = Infinity;
     this.transport.close();
   }

@@ -111,6 +111,11 @@ export class Transactions<T> {
     return d;
   }
 
+  /** Calls `fn` with the context of each transaction in flight. */
+  forEach(fn: (ctx: T) => void): void {
+    for (const t of this.live.values()) fn(t.ctx);
+  }
+
   /** Forgets every transaction. */
   clear(): void {
     this.live.clear();

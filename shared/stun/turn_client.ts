@@ -267,6 +267,26 @@ export class TurnClient {
   }
 
   /**
+   * Checks that the allocation still exists (a Refresh now, unless one is in
+   * flight): the link asks when it sends but hears nothing back, since a
+   * relay that restarted drops ChannelData in silence. A relay that lost the
+   * allocation answers with an error, which fails the client as `lost`.
+   */
+  probe(now: number): void {
+    if (this.state !== "allocated" || this.refreshInFlight()) return;
+    this.refreshAt = Infinity;
+    this.request("refresh", true, now);
+  }
+
+  private refreshInFlight(): boolean {
+    let found = false;
+    this.tx.forEach((p) => {
+      if (p.purpose === "refresh") found = true;
+    });
+    return found;
+  }
+
+  /**
    * Deallocates: a Refresh with LIFETIME 0, answered or given up after
    * `waitMs`. A client that never allocated is closed at once.
    */

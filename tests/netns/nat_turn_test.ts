@@ -307,3 +307,32 @@ natTest("TURN over TCP and over TLS when no UDP leaves the LAN", { tls: true }, 
     for (const d of daemons.splice(0)) await d.stop();
   }
 });
+
+natTest(
+  "TURN: coturn restarted → the session moves to a new allocation, no new handshake",
+  {},
+  async (
+    bed,
+    dir,
+    daemons,
+  ) => {
+    await bed.blockDirectUdp();
+    const { client } = await startNatTunnel(bed, dir, daemons, {
+      turn: {
+        server: `${NAT_ADDR.turn}:3478`,
+        username: TURN_USER.username,
+        password: TURN_USER.password,
+      },
+    }, ["--keepalive", "1"]);
+    await client.waitFor(/TURN relay (\S+) allocated/);
+    await download(bed, 4 * MiB, 21, `${dir}/r1.bin`);
+    const mark = client.output.length;
+    await bed.restartCoturn();
+    // The old allocation is gone with coturn: the silent session gets a new one and moves there.
+    await client.waitFor(/TURN allocation lost/, 30_000, mark);
+    await client.waitFor(/TURN relay (\S+) allocated/, 30_000, mark);
+    await client.waitFor(/same session/, 30_000, mark);
+    await download(bed, 4 * MiB, 22, `${dir}/r2.bin`);
+    assertEquals(client.count(/connected to \S+ in /), 1, "one handshake in all");
+  },
+);

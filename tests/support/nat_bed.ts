@@ -37,6 +37,7 @@ export class NatBed {
   readonly turn: string;
   readonly server: string;
   private coturn: Daemon | null = null;
+  private coturnArgs: Parameters<NatBed["startCoturn"]> | null = null;
 
   private constructor(readonly id: string) {
     this.client = `ostpnc-${id}`;
@@ -154,6 +155,7 @@ export class NatBed {
     extra: string[] = [],
     tls?: { cert: string; key: string },
   ): Promise<Daemon> {
+    this.coturnArgs = [extra, tls];
     const d = spawnIn("coturn", this.turn, "turnserver", [
       "-n",
       "--listening-ip",
@@ -194,6 +196,15 @@ export class NatBed {
     // coturn opens its sockets after that line: give it a moment, then check it answers.
     await new Promise((r) => setTimeout(r, 300));
     return d;
+  }
+
+  /** Stops coturn and starts it again with the same options (its allocations are lost). */
+  async restartCoturn(): Promise<Daemon> {
+    const args = this.coturnArgs;
+    if (!args) throw new Error("coturn was not started");
+    await this.coturn?.stop();
+    this.coturn = null;
+    return await this.startCoturn(...args);
   }
 
   /** The running coturn, if started. */

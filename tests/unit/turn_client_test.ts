@@ -297,3 +297,25 @@ Deno.test("TURN client: no answer at all gives up with a reason", () => {
   assertEquals(f.reason, "no answer from the TURN server");
   assert(now < 2000, `gave up after ${now} ms`);
 });
+
+Deno.test("TURN client: probe asks with a Refresh; an unknown allocation fails it as lost", () => {
+  const s = new FakeTurn();
+  const c = newClient();
+  c.start(0);
+  exchange(c, s, 0);
+  c.probe(500);
+  c.probe(501); // one in flight is enough
+  const out = c.takeTransmits();
+  assertEquals(out.length, 1);
+  const m = parseStun(out[0])!;
+  assertEquals(m.method, Method.refresh);
+  // The relay restarted: it knows no allocation (437).
+  const v = new Uint8Array([0, 0, 4, 37, ...enc.encode("Allocation Mismatch")]);
+  c.receive(new StunWriter(Method.refresh, "error", m.tid).add(Attr.errorCode, v).finish(), 600);
+  const f = c.takeEvents().find((e) => e.type === "failed") as Extract<
+    TurnEvent,
+    { type: "failed" }
+  >;
+  assert(f?.lost, "lost");
+  assert(/allocation lost: Refresh refused \(437 Allocation Mismatch\)/.test(f.reason), f.reason);
+});
