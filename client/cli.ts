@@ -158,6 +158,12 @@ interface ClientOptions {
   tlsCa?: string;
   fec?: string;
   stun?: string[];
+  tcpMappings?: string;
+  udpMappings?: string;
+  proxy?: boolean;
+  heartbeatInterval?: string;
+  heartbeatTimeout?: string;
+  hopInterval?: string;
   turn?: string;
   turnUser?: string;
   turnPasswordFile?: string;
@@ -218,6 +224,22 @@ function buildProgram(output: { out: string; err: string }): Command {
       "--stun <host:port>",
       "a STUN server the session socket learns its public address from (repeatable)",
       (v: string, prev: string[] | undefined) => [...(prev ?? []), v],
+    )
+    .option(
+      "--tcp-mappings <list>",
+      "TCP port mappings, comma-separated MODE^[ip:]port^[ip:]port: OUT^local^target|ANY, " +
+        "IN^local-target^server-listen (docs/mappings.md)",
+    )
+    .option("--udp-mappings <list>", "UDP port mappings, the same syntax")
+    .option("--no-proxy", "run without the local SOCKS5/HTTP proxy (mappings only)")
+    .option("--heartbeat-interval <s>", "seconds between heartbeats when idle (0: none)")
+    .option(
+      "--heartbeat-timeout <s>",
+      "seconds without anything from the server before the session is closed (0: never)",
+    )
+    .option(
+      "--hop-interval <s>",
+      "move the sessions to a fresh UDP socket this often, no new handshake (0: never; ≥ 5)",
     )
     .option("--turn <host:port>", "reach the server through this TURN relay (docs/nat.md)")
     .option("--turn-user <name>", "the TURN relay's user name")
@@ -457,6 +479,27 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
     });
   }
   if (o.stun !== undefined) flag("stun", "--stun", o.stun);
+  for (const [proto, list] of [["tcp", o.tcpMappings], ["udp", o.udpMappings]] as const) {
+    if (list === undefined) continue;
+    merged.mappings = { ...(isPlainObject(merged.mappings) ? merged.mappings : {}), [proto]: list };
+    origins.set("mappings", `--${proto}-mappings`);
+  }
+  if (program.getOptionValueSource("proxy") === "cli") flag("proxy", "--no-proxy", o.proxy);
+  for (
+    const [field, name, raw, replaces] of [
+      ["heartbeatInterval", "--heartbeat-interval", o.heartbeatInterval, "keepalive"],
+      ["heartbeatTimeout", "--heartbeat-timeout", o.heartbeatTimeout, "idleTimeout"],
+      ["hopInterval", "--hop-interval", o.hopInterval, ""],
+    ] as const
+  ) {
+    if (raw === undefined) continue;
+    if (!/^\d+(\.\d+)?$/.test(raw.trim())) {
+      issues.push({ path: name, message: "expected a number of seconds" });
+      continue;
+    }
+    if (replaces) delete merged[replaces];
+    flag(field, name, Number(raw.trim()));
+  }
   {
     const envTurnPassword = ctx.env(ENV_TURN_PASSWORD);
     const touched = o.turn !== undefined || o.turnUser !== undefined ||

@@ -46,6 +46,8 @@ export interface ClientEvents {
   nat:
     | ({ kind: "mapping" } & import("../shared/carrier/stun_udp.ts").MappingObservation)
     | { kind: "turn"; local: string; event: import("../shared/stun/turn_client.ts").TurnEvent };
+  /** A port mapping came up or went down (docs/mappings.md). */
+  mapping: import("./mapping/mappings.ts").MappingEvent;
 }
 
 /** The client's counters: the tunnel's traffic, and the router's rule hits and UDP drops. */
@@ -56,6 +58,8 @@ export interface ClientStats extends TrafficStats {
   routerUdp: RouterUdpStats;
   /** Each session of the pool (`mux`): its state, local UDP port and open streams. */
   runners: RunnerStats[];
+  /** Each port mapping: state, bytes each way, flows (docs/mappings.md). */
+  mappings?: import("./mapping/mappings.ts").MappingStats[];
 }
 
 /** One session of the pool as {@link OstpClient.stats} reports it. */
@@ -109,6 +113,9 @@ export class OstpClient {
   /** The router: the outbound the inbounds hand every flow to. */
   readonly router: RouterOutbound;
   private proxy: ProxyServer | null = null;
+  /** The port mappings, when configured (after {@link start}). */
+  private mappings: import("./mapping/mappings.ts").ClientMappings | null = null;
+  private hopTimer: ReturnType<typeof setInterval> | undefined;
   /** TUN mode, when the config has a `tun` block (after {@link start}). */
   private tun: TunMode | null = null;
   private l3: import("./l3/l3_mode.ts").L3Mode | null = null;
@@ -131,8 +138,9 @@ export class OstpClient {
       mux: config.mux,
       session: {
         maxDatagramSize: config.mtu,
-        keepalive: config.keepalive * 1000,
-        idleTimeout: config.idleTimeout * 1000,
+        // 0 turns heartbeats (keepalive) or the idle close off.
+        keepalive: config.keepalive > 0 ? config.keepalive * 1000 : Infinity,
+        idleTimeout: config.idleTimeout > 0 ? config.idleTimeout * 1000 : Infinity,
       },
       connectTimeoutMs: config.connectTimeout * 1000,
       reconnect: {
@@ -292,6 +300,30 @@ export class OstpClient {
       router: this.router.router,
       outbounds: this.router.outbounds,
     });
+    if (this.config.mappings.length > 0) {
+      const { ClientMappings } = await import("./mapping/mappings.ts");
+      this.mappings = new ClientMappings(this.config.mappings, {
+        pool: this.pool,
+        router: this.router,
+        onEvent: (e) => this.events.emit("mapping", e),
+      });
+      this.mappings.start();
+    }
+    if (this.config.hopInterval > 0) {
+      this.hopTimer = setInterval(() => {
+        const moved = this.pool.runners.filter((r) => r.rebind()).length;
+        log.debug("hop interval: moved {moved} session(s) to new sockets", { moved });
+      }, this.config.hopInterval * 1000);
+    }
+    if (this.config.proxy) await this.startProxy();
+    if (this.config.tun) await this.startTun(this.config.tun);
+    if (this.config.l3) await this.startL3(this.config.l3);
+    const interval = this.options.statsIntervalMs ?? 5000;
+    this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
+  }
+
+  /** The local SOCKS5 + HTTP proxy. */
+  private async startProxy(): Promise<void> {
     this.proxy = new ProxyServer({
       hostname: this.config.listen.host,
       port: this.config.listen.port,
@@ -309,10 +341,6 @@ export class OstpClient {
     log.info("proxy (SOCKS5 + HTTP) listening on {address}", {
       address: formatHostPort({ host: this.proxy.addr.hostname, port: this.proxy.addr.port }),
     });
-    if (this.config.tun) await this.startTun(this.config.tun);
-    if (this.config.l3) await this.startL3(this.config.l3);
-    const interval = this.options.statsIntervalMs ?? 5000;
-    this.statsTimer = setInterval(() => this.events.emit("stats", this.stats()), interval);
   }
 
   /** Brings TUN mode up: marks the client's own sockets, then the device, inbound and routes. */
@@ -373,12 +401,16 @@ export class OstpClient {
         ...(r.carrierCounters ? { carrierCounters: r.carrierCounters } : {}),
         streams: r.conn?.session.streamCount ?? 0,
       })),
+      ...(this.mappings ? { mappings: this.mappings.stats() } : {}),
     };
   }
 
   /** Stops the proxy, closes the outbounds and the sessions. */
   async stop(): Promise<void> {
     clearInterval(this.statsTimer);
+    clearInterval(this.hopTimer);
+    await this.mappings?.stop();
+    this.mappings = null;
     // Host changes are undone first: the machine must not be left routing into a dead TUN.
     await this.tun?.stop();
     this.tun = null;
@@ -406,8 +438,21 @@ export function restartFields(running: ClientConfig, next: ClientConfig): string
   if (
     running.auth?.username !== next.auth?.username || running.auth?.password !== next.auth?.password
   ) out.push("auth");
-  for (const f of ["mux", "mtu", "keepalive", "idleTimeout", "connectTimeout"] as const) {
+  for (
+    const f of [
+      "mux",
+      "mtu",
+      "keepalive",
+      "idleTimeout",
+      "connectTimeout",
+      "proxy",
+      "hopInterval",
+    ] as const
+  ) {
     if (running[f] !== next[f]) out.push(f);
+  }
+  if (running.mappings.map((m) => m.spec).join() !== next.mappings.map((m) => m.spec).join()) {
+    out.push("mappings");
   }
   if (
     running.reconnect.initialDelay !== next.reconnect.initialDelay ||

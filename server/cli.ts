@@ -104,6 +104,9 @@ interface ServerOptions {
   tlsKey?: string;
   tlsFallback?: string;
   fecListen?: string;
+  tcpUpstream?: string;
+  udpUpstream?: string;
+  allowInPorts?: string;
 }
 
 const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
@@ -184,6 +187,18 @@ function buildProgram(output: { out: string; err: string }): Command {
     .option(
       "--tls-fallback <host:port>",
       "the web server a TLS connection that is no client is handed to, byte for byte",
+    )
+    .option(
+      "--tcp-upstream <host:port>",
+      "where a client's OUT TCP mapping to ANY goes (docs/mappings.md)",
+    )
+    .option(
+      "--udp-upstream <ip:port>",
+      "where a client's OUT UDP mapping to ANY goes (an address)",
+    )
+    .option(
+      "--allow-in-ports <list>",
+      'ports clients\' IN mappings may open here, as "18080,20000-20100" (default none)',
     )
     .option("--generate-key [format]", 'print a fresh access key ("hex" or "base64url") and exit')
     .option("--control <path>", "control socket for `status` and `reload` (default: see README)")
@@ -324,6 +339,9 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
     }
     merged.egress = egress;
   }
+  if (o.tcpUpstream !== undefined) merged.tcpUpstream = o.tcpUpstream;
+  if (o.udpUpstream !== undefined) merged.udpUpstream = o.udpUpstream;
+  if (o.allowInPorts !== undefined) merged.allowInPorts = o.allowInPorts;
   // Carrier flags fill (or create) their config blocks.
   const carrierFlags: [string, string, string | undefined][] = [
     ["faketcp", "listen", o.faketcpListen],

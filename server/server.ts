@@ -28,6 +28,7 @@ import { EgressPolicy, localAddresses, type Resolver, systemResolver } from "./e
 import { parseIp } from "../shared/net/cidr.ts";
 import { createEgressDialer, ownAddresses } from "./egress_dialer.ts";
 import { CounterStore } from "./store.ts";
+import { mappingPolicyForKey } from "./mappings.ts";
 import { type ApiBackend, ApiError, type SessionView, type UserView } from "./api.ts";
 import denoJson from "../deno.json" with { type: "json" };
 import {
@@ -256,6 +257,7 @@ export class OstpServer {
       udpRelays: this.udpRelays,
       lookup: options.lookup,
       policy: () => this.policy,
+      mappings: (hex) => mappingPolicyForKey(this.current, hex),
     };
     const users = usersOf(config);
     this.users = new UserRegistry(users);
@@ -529,10 +531,20 @@ export class OstpServer {
         },
       }
       : undefined;
-    serveSession(s.conn, this.services, account, () => {
-      const user = this.userOf(s);
-      if (user) this.users.addStream(user);
-    }, l3);
+    serveSession(
+      s.conn,
+      this.services,
+      account,
+      () => {
+        const user = this.userOf(s);
+        if (user) this.users.addStream(user);
+      },
+      l3,
+      {
+        keyHex: keyHex(s.key.raw),
+        log: (message: string) => log.info("session {id}: {message}", { id: hex(s.id), message }),
+      },
+    );
   }
 
   /** The fixed layer-3 address of the user behind `s` (the config's `users[].address`). */

@@ -18,6 +18,7 @@ import { DatagramDemux, DatagramKind } from "../shared/session/datagram_demux.ts
 import type { L3HubMode } from "./l3/l3_hub_mode.ts";
 import type { L3SessionPort } from "./l3/l3_service.ts";
 import type { Dispatcher } from "./dispatcher.ts";
+import { type MappingPolicy, SessionMappings } from "./mappings.ts";
 
 const log = getLog("server");
 
@@ -35,6 +36,8 @@ export interface SessionServices {
   readonly lookup?: Resolver;
   /** The egress policy in force. */
   readonly policy: () => EgressPolicy;
+  /** What port mappings of a key may do (docs/mappings.md); absent: OUT to named targets only. */
+  readonly mappings?: (keyHex: string) => MappingPolicy;
 }
 
 /**
@@ -47,9 +50,16 @@ export function serveSession(
   account: (up: number, down: number) => void,
   onStream: () => void,
   l3?: { hub: L3HubMode; port: L3SessionPort },
+  session?: { keyHex: string; log: (message: string) => void },
 ): void {
-  // The layer-3 control stream reaches the hub as a dialed upstream; the rest goes out.
-  const dialer = l3 ? l3.hub.dialerFor(l3.port, services.dialer) : services.dialer;
+  // The layer-3 and mapping control streams and the default upstream are handled here as
+  // dialed upstreams; the rest goes out.
+  let dialer = l3 ? l3.hub.dialerFor(l3.port, services.dialer) : services.dialer;
+  const policyOf = services.mappings;
+  const mappings = policyOf && session
+    ? new SessionMappings(conn, () => policyOf(session.keyHex), account, session.log)
+    : null;
+  if (mappings) dialer = mappings.dialerFor(dialer);
   conn.onStream = (stream) => {
     onStream();
     serveStream(stream, dialer, services.relayStats, (e) => {
@@ -61,6 +71,7 @@ export function serveSession(
     account,
     lookup: services.lookup,
     policy: services.policy,
+    ...(mappings ? { upstream: mappings.udpUpstream } : {}),
     onDenied: (host, port, reason, rule) =>
       log.debug("egress refused udp {target} ({rule}): {reason}", {
         target: formatHostPort({ host, port }),
@@ -72,8 +83,10 @@ export function serveSession(
   const demux = new DatagramDemux();
   demux.on(DatagramKind.udp, (d) => udp.handle(d));
   if (l3) demux.on(DatagramKind.l3, (d) => l3.hub.onDatagram(l3.port.id, d));
+  if (mappings) demux.on(DatagramKind.map, (d) => mappings.onDatagram(d));
   conn.onDatagram = demux.handle;
   conn.closed.then(() => {
+    mappings?.close();
     udp.close();
     services.udpRelays.delete(udp);
     l3?.hub.sessionClosed(l3.port.id);

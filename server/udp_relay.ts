@@ -24,6 +24,8 @@ import { lookup } from "node:dns/promises";
 import type { Connection } from "../shared/session/connection.ts";
 import { type DatagramSocket, openUdp } from "../shared/net/datagram.ts";
 import { decodeUdpDatagram, encodeUdpDatagram } from "../shared/wire/udp.ts";
+import { UPSTREAM_TARGET } from "../shared/wire/mapping.ts";
+import type { Target } from "../shared/duplex.ts";
 import { formatIp, parseIpInto } from "../shared/net/cidr.ts";
 import { EgressPolicy, resolveAllowed, type Resolver } from "./egress.ts";
 
@@ -80,6 +82,11 @@ export interface UdpRelayOptions {
    */
   policy?: () => EgressPolicy;
   /**
+   * The server's default UDP upstream (`--udp-upstream`, an address), for
+   * datagrams to the reserved target of OUT mappings to ANY; absent: none.
+   */
+  upstream?: () => Target | undefined;
+  /**
    * Told the first refusal of each flow's target (under each policy): the
    * target, the full reason for the log (with the address a name resolved
    * to), the deciding entry.
@@ -109,6 +116,8 @@ interface FlowTarget {
   retryAt: number;
   /** Datagrams waiting for a {@link PENDING} decision. */
   queue: Uint8Array[] | null;
+  /** The port datagrams go to, when not {@link port} (the default upstream). */
+  toPort?: number;
 }
 
 interface Flow {
@@ -178,6 +187,7 @@ export class UdpRelay {
   readonly #idleMs: number;
   readonly #lookup: Resolver;
   readonly #policy: () => EgressPolicy;
+  readonly #upstream: (() => Target | undefined) | undefined;
   readonly #onDenied: UdpRelayOptions["onDenied"];
   readonly #scratch = new Uint8Array(16);
   /** Datagrams waiting for a lookup, and lookups running (bounded per session). */
@@ -194,6 +204,7 @@ export class UdpRelay {
     this.#idleMs = opts.idleTimeoutMs ?? 60_000;
     this.#lookup = opts.lookup ?? cachedResolver;
     this.#policy = opts.policy ?? defaultPolicy;
+    this.#upstream = opts.upstream;
     this.#onDenied = opts.onDenied;
     this.stats = opts.stats ?? newUdpRelayStats();
     this.#account = opts.account;
@@ -248,7 +259,7 @@ export class UdpRelay {
     }
     switch (t.state) {
       case ALLOWED:
-        this.#send(flow, t.address, t.port, d.payload.slice());
+        this.#send(flow, t.address, t.toPort ?? t.port, d.payload.slice());
         return;
       case DENIED:
         this.stats.egressDenied++;
@@ -312,6 +323,16 @@ export class UdpRelay {
   /** Decides `t`: at once for an address literal, after DNS for a name (datagrams queue meanwhile). */
   #decide(flow: Flow, t: FlowTarget): void {
     const addr = this.#scratch;
+    if (t.port === UPSTREAM_TARGET.port && t.host === UPSTREAM_TARGET.host) {
+      // An OUT mapping to ANY: the operator's --udp-upstream (an address), past the policy.
+      const up = this.#upstream?.();
+      if (up && parseIpInto(up.host, addr) !== 0) {
+        t.state = ALLOWED;
+        t.address = formatIp(addr);
+        t.toPort = up.port;
+      } else this.#deny(t, "the server has no default UDP upstream (--udp-upstream)", "upstream");
+      return;
+    }
     if (parseIpInto(t.host, addr) !== 0) {
       const d = flow.policy.check(addr, t.port);
       if (d.allowed) {

@@ -10,6 +10,8 @@
 
 import { formatHostPort } from "../shared/config/types.ts";
 import { getLog, setupLogging } from "../shared/log.ts";
+import type { ServerConfig } from "../shared/config/types.ts";
+import { mappingPolicyForKey } from "./mappings.ts";
 import { CloseCode } from "../shared/session/session.ts";
 import { createDirectDialer } from "../shared/net/direct.ts";
 import { type Endpoint, formatEndpoint } from "../shared/carrier/carrier.ts";
@@ -73,6 +75,8 @@ export class WorkerNode {
   private readonly pending = new Map<number, (a: ReservationAnswer) => void>();
   private nextId = 1;
   private policy: EgressPolicy = new EgressPolicy();
+  /** The configuration in force (init, then each reload). */
+  private config: ServerConfig | null = null;
   private readonly relayStats: RelayStats = { opened: 0, failed: 0, bytesUp: 0, bytesDown: 0 };
   private readonly udpStats: UdpRelayStats = newUdpRelayStats();
   private readonly udpRelays = new Set<UdpRelay>();
@@ -120,6 +124,9 @@ export class WorkerNode {
       case "policy":
         this.policy = buildPolicy(m.policy);
         return;
+      case "config":
+        this.config = m.config;
+        return;
       case "snapshot":
         this.postCounters();
         this.post({ type: "snapshot", id: m.id, stats: this.stats() });
@@ -138,6 +145,7 @@ export class WorkerNode {
   private async init(m: WorkerInit): Promise<void> {
     this.index = m.index;
     const cfg = m.config;
+    this.config = cfg;
     await setupLogging(cfg.log);
     this.policy = buildPolicy(m.policy);
     for (const [sid, owner] of m.routes) if (owner !== this.index) this.routes.set(sid, owner);
@@ -161,6 +169,7 @@ export class WorkerNode {
       udpStats: this.udpStats,
       udpRelays: this.udpRelays,
       policy: () => this.policy,
+      mappings: (hex) => mappingPolicyForKey(this.config!, hex),
     };
     const d = new Dispatcher({
       keys: [...m.keys],
@@ -200,6 +209,12 @@ export class WorkerNode {
           if (this.counters.pendingBytes >= EAGER_COUNTER_BYTES) this.postCounters();
         },
         () => this.counters.stream(k),
+        undefined,
+        {
+          keyHex: k,
+          log: (message: string) =>
+            log.info("session {id}: {message}", { id: s.id.toString(16), message }),
+        },
       );
     };
     d.onSessionClosed = (s, reason) => {

@@ -395,6 +395,7 @@ export class WorkerPool {
   /** A reload's new configuration: limits go to the workers, the cap stays here. */
   setConfig(next: ServerConfig): void {
     this.#config = { ...next, listen: this.#config.listen };
+    this.#broadcast({ type: "config", config: this.#config });
     this.#table.maxSessions = next.maxSessions;
     this.#broadcast({
       type: "limits",

@@ -123,6 +123,8 @@ export type ToWorker =
   | { readonly type: "limits"; readonly handshakeRate: number; readonly handshakeBurst: number }
   /** A new egress policy. */
   | { readonly type: "policy"; readonly policy: PolicyInputs }
+  /** The configuration after a reload (what sessions read per use: mapping policy). */
+  | { readonly type: "config"; readonly config: ServerConfig }
   /** Post counters, then a snapshot with this request id. */
   | { readonly type: "snapshot"; readonly id: number }
   /** Test hook: fail with an uncaught error (the path of a worker that dies). */

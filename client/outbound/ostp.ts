@@ -13,7 +13,7 @@
 import { lookup } from "node:dns/promises";
 import { deriveSecrets, type KeySecrets, Masker } from "../../shared/crypto/keys.ts";
 import { type Dialer, DialError, type Duplex, type Target } from "../../shared/duplex.ts";
-import { Connection } from "../../shared/session/connection.ts";
+import { Connection, type OstpStream } from "../../shared/session/connection.ts";
 import {
   buildClientHello,
   type ClientHello,
@@ -32,6 +32,7 @@ import { UdpDialer } from "../../shared/carrier/udp.ts";
 import { getLog } from "../../shared/log.ts";
 import "../../ffi/udp_linux.ts";
 import { L3_CONTROL_TARGET } from "../../shared/l3/control.ts";
+import { MAP_CONTROL_TARGET } from "../../shared/wire/mapping.ts";
 import { DatagramKind } from "../../shared/session/datagram_demux.ts";
 import type { L3Path } from "../l3/l3_client.ts";
 
@@ -177,6 +178,8 @@ export class SessionRunner {
   handshakeMs = 0;
   /** Receives the unreliable datagrams of every connection this runner makes. */
   onDatagram: ((conn: Connection, data: Uint8Array) => void) | null = null;
+  /** Receives the streams the server opens (IN mappings); unset: they are closed. */
+  onPeerStream: ((conn: Connection, stream: OstpStream) => void) | null = null;
 
   private link: CarrierLink | null = null;
   /** Carriers in fallback order. */
@@ -540,6 +543,10 @@ export class SessionRunner {
     }
     const conn = new Connection(session, this.send);
     conn.onDatagram = (d) => this.onDatagram?.(conn, d);
+    conn.onStream = (st) => {
+      if (this.onPeerStream) this.onPeerStream(conn, st);
+      else st.close();
+    };
     a.installed = true;
     this.handshakeMs = a.answerMs;
     this.serverAddr = a.server;
@@ -807,6 +814,12 @@ export class OstpPool {
   private nextFlowId = crypto.getRandomValues(new Uint32Array(1))[0];
   /** Receivers of layer-3 packets, by the session that holds the lease. */
   private readonly l3Handlers = new Map<Connection, (payload: Uint8Array) => void>();
+  /** Receiver of IN UDP mapping datagrams (kind 3), with the session they came on. */
+  onMapDatagram: ((conn: Connection, payload: Uint8Array) => void) | null = null;
+  /** Receiver of the streams the server opens (IN TCP mappings); unset: closed. */
+  set onPeerStream(h: ((conn: Connection, stream: OstpStream) => void) | null) {
+    for (const r of this.runners) r.onPeerStream = h;
+  }
 
   constructor(private readonly opts: OstpPoolOptions) {
     const secrets = deriveSecrets(opts.key);
@@ -928,6 +941,14 @@ export class OstpPool {
   }
 
   /**
+   * Opens the mapping control stream (docs/mappings.md) on a connected
+   * session; the server opens the IN mappings' streams on that session.
+   */
+  async openMapControl(): Promise<{ stream: Duplex; conn: Connection }> {
+    return await this.open(MAP_CONTROL_TARGET);
+  }
+
+  /**
    * The largest UDP payload a flow's datagram to an IPv4 (`family` 4) or IPv6 (6) address
    * carries: the smallest datagram room of the open sessions minus the relay header; null
    * while no session is open (nothing is carried then).
@@ -957,6 +978,10 @@ export class OstpPool {
     if (data.length === 0) return; // the session-confirming empty datagram
     if (data[0] === DatagramKind.l3) {
       this.l3Handlers.get(conn)?.(data);
+      return;
+    }
+    if (data[0] === DatagramKind.map) {
+      this.onMapDatagram?.(conn, data);
       return;
     }
     const d = decodeUdpDatagram(data);

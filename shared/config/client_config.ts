@@ -32,6 +32,7 @@ import { readTunConfig } from "./tun_config.ts";
 import { readClientL3Config } from "./client_l3_config.ts";
 import { CLIENT_CARRIER_FIELDS, readClientCarriers } from "./carrier_config.ts";
 import { CLIENT_NAT_FIELDS, readClientNat } from "./nat_config.ts";
+import { type Mapping, MappingError, parseMapping } from "./mapping_config.ts";
 
 export type { ClientConfig } from "./types.ts";
 
@@ -48,6 +49,9 @@ export const CLIENT_DEFAULTS: Readonly<
     connectTimeout: 10,
     reconnect: { initialDelay: 0.5, maxDelay: 30 },
     log: DEFAULT_LOG,
+    mappings: [],
+    proxy: true,
+    hopInterval: 0,
   });
 
 /** The fields a client config file may contain. */
@@ -69,11 +73,16 @@ export const CLIENT_FIELDS = [
   "l3",
   ...CLIENT_CARRIER_FIELDS,
   ...CLIENT_NAT_FIELDS,
+  "mappings",
+  "proxy",
+  "hopInterval",
+  "heartbeatInterval",
+  "heartbeatTimeout",
   ...ROUTING_FIELDS,
 ] as const;
 
 /** Names of the client's inbounds, which `rules[].inbound` may name. */
-export const CLIENT_INBOUNDS = ["proxy", "tun"] as const;
+export const CLIENT_INBOUNDS = ["proxy", "tun", "mapping"] as const;
 
 /** Smallest and largest MTU either side accepts. */
 export const MTU_RANGE = { min: 576, max: 65000 } as const;
@@ -172,11 +181,35 @@ export function parseClientConfig(
   const listen = r.hostPort("listen", { ...d.listen }, true)!;
   const auth = readAuth(r, files);
   const before = issues.length;
-  const keepalive = r.seconds("keepalive", d.keepalive, 0.5, 3600);
-  const idleTimeout = r.seconds("idleTimeout", d.idleTimeout, 1, 3600);
-  if (issues.length === before && idleTimeout <= keepalive) {
-    if (r.has("idleTimeout")) r.add("idleTimeout", "must be greater than keepalive");
-    else r.add("keepalive", "must be less than idleTimeout");
+  // Heartbeats (docs/mappings.md) are the keepalive and idle timeout under the names rstun's users
+  // know; 0 turns each off.
+  const hbInterval = r.has("heartbeatInterval")
+    ? r.seconds("heartbeatInterval", d.keepalive, 0, 3600)
+    : undefined;
+  const hbTimeout = r.has("heartbeatTimeout")
+    ? r.seconds("heartbeatTimeout", d.idleTimeout, 0, 86400)
+    : undefined;
+  if (hbInterval !== undefined && r.has("keepalive")) {
+    r.add("heartbeatInterval", "give keepalive or heartbeatInterval, not both");
+  }
+  if (hbTimeout !== undefined && r.has("idleTimeout")) {
+    r.add("heartbeatTimeout", "give idleTimeout or heartbeatTimeout, not both");
+  }
+  const keepalive = hbInterval ?? r.seconds("keepalive", d.keepalive, 0, 3600);
+  const idleTimeout = hbTimeout ?? r.seconds("idleTimeout", d.idleTimeout, 0, 86400);
+  if (keepalive > 0 && keepalive < 0.5) {
+    r.add("keepalive", "must be 0 (off) or at least 0.5 seconds");
+  }
+  if (idleTimeout > 0 && idleTimeout < 1) {
+    r.add("idleTimeout", "must be 0 (never) or at least 1 second");
+  }
+  if (issues.length === before && idleTimeout > 0 && keepalive > 0 && idleTimeout <= keepalive) {
+    if (r.has("idleTimeout") || r.has("heartbeatTimeout")) {
+      r.add(
+        r.has("idleTimeout") ? "idleTimeout" : "heartbeatTimeout",
+        "must be greater than keepalive",
+      );
+    } else r.add("keepalive", "must be less than idleTimeout");
   }
   const rr = r.object("reconnect", ["initialDelay", "maxDelay"]);
   const beforeReconnect = issues.length;
@@ -198,7 +231,19 @@ export function parseClientConfig(
     connectTimeout: r.seconds("connectTimeout", d.connectTimeout, 0.1, 300),
     reconnect,
     log: readLogConfig(r),
+    mappings: readMappings(r),
+    proxy: r.get("proxy") === undefined ? true : r.get("proxy") === true,
+    hopInterval: r.seconds("hopInterval", 0, 0, 86400),
   };
+  if (r.has("proxy") && typeof r.get("proxy") !== "boolean") {
+    r.add("proxy", "expected true or false");
+  }
+  if (cfg.hopInterval > 0 && cfg.hopInterval < 5) {
+    r.add("hopInterval", "must be 0 (off) or at least 5 seconds");
+  }
+  if (!cfg.proxy && cfg.mappings.length === 0 && r.has("proxy")) {
+    r.add("proxy", "with the proxy off, give at least one mapping (mappings.tcp or mappings.udp)");
+  }
   const control = readControlSetting(r);
   const routing = readRoutingConfig(r, { inbounds: CLIENT_INBOUNDS });
   const tun = readTunConfig(r);
@@ -214,6 +259,32 @@ export function parseClientConfig(
   if (nat) out.nat = nat;
   if (auth) out.auth = auth;
   if (control !== undefined) out.control = control;
+  return out;
+}
+
+/** Reads `"mappings": {"tcp": [...], "udp": [...]}` (each entry `MODE^a^b`). */
+function readMappings(r: ObjectReader): Mapping[] {
+  if (!r.has("mappings")) return [];
+  const m = r.object("mappings", ["tcp", "udp"]);
+  const out: Mapping[] = [];
+  for (const proto of ["tcp", "udp"] as const) {
+    const v = m.get(proto);
+    if (v === undefined) continue;
+    const list = typeof v === "string" ? v.split(",") : v;
+    if (!Array.isArray(list) || list.some((x) => typeof x !== "string")) {
+      m.add(m.at(proto), 'expected an array of "MODE^[ip:]port^[ip:]port" strings');
+      continue;
+    }
+    list.forEach((spec: string, i) => {
+      if (spec.trim() === "") return;
+      try {
+        out.push(parseMapping(spec, proto, out.length + 1));
+      } catch (e) {
+        if (!(e instanceof MappingError)) throw e;
+        m.add(`${m.at(proto)}[${i}]`, e.message);
+      }
+    });
+  }
   return out;
 }
 

@@ -18,6 +18,8 @@ import {
   DEFAULT_LOG,
   formatHostPort,
   type HostPort,
+  isIPv4,
+  isIPv6,
   isUnspecifiedHost,
   MAX_SERVER_WORKERS,
   ObjectReader,
@@ -32,6 +34,7 @@ import {
 import { readConfigSecretFiles, secretFileAt, type SecretFiles, secretLines } from "./secrets.ts";
 import { readControlSetting } from "./control.ts";
 import { readEgressConfig } from "./egress.ts";
+import { parsePortSet } from "./port_set.ts";
 
 export type { ServerConfig } from "./types.ts";
 
@@ -53,6 +56,7 @@ export const SERVER_DEFAULTS: Readonly<Omit<ServerConfig, "keys" | "publicAddres
     mtu: 1350,
     log: DEFAULT_LOG,
     egress: Object.freeze({ allow: [], deny: [] }),
+    allowInPorts: [],
   });
 
 /** The fields a server config file may contain. */
@@ -79,11 +83,22 @@ export const SERVER_FIELDS = [
   "egress",
   "workers",
   "l3",
+  "tcpUpstream",
+  "udpUpstream",
+  "allowInPorts",
   ...SERVER_CARRIER_FIELDS,
 ] as const;
 
 /** The fields of one `users[]` entry. */
-export const USER_FIELDS = ["name", "key", "limitBytes", "expires", "enabled", "address"] as const;
+export const USER_FIELDS = [
+  "name",
+  "key",
+  "limitBytes",
+  "expires",
+  "enabled",
+  "address",
+  "allowInPorts",
+] as const;
 
 const USER_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
 const ISO_DATE_RE =
@@ -242,6 +257,12 @@ function readUsers(r: ObjectReader, seenKeys: Map<string, string>): UserConfig[]
         u.add(u.at("address"), "expected the user's fixed layer-3 IPv4 address (see l3)");
       } else if (a !== undefined) user.address = a;
     }
+    if (u.has("allowInPorts")) {
+      user.allowInPorts = [
+        ...parsePortSet(u.get("allowInPorts"), u.at("allowInPorts"), r.issues)
+          .ranges,
+      ].map(([lo, hi]) => [lo, hi]);
+    }
     if (r.issues.length === before) out.push(user);
   });
   return out;
@@ -295,8 +316,21 @@ export function parseServerConfig(
     stateFile,
     statsFlushInterval: r.seconds("statsFlushInterval", d.statsFlushInterval, 0.1, 3600),
     egress: readEgressConfig(r.get("egress"), "egress", issues),
+    allowInPorts: r.has("allowInPorts")
+      ? [...parsePortSet(r.get("allowInPorts"), "allowInPorts", issues).ranges].map((
+        [lo, hi],
+      ) => [lo, hi])
+      : [],
   };
   if (publicAddress) cfg.publicAddress = publicAddress;
+  const tcpUp = r.hostPort("tcpUpstream", undefined, false);
+  if (tcpUp) cfg.tcpUpstream = tcpUp;
+  const udpUp = r.hostPort("udpUpstream", undefined, false);
+  if (udpUp) {
+    if (!isIPv4(udpUp.host) && !isIPv6(udpUp.host)) {
+      r.add("udpUpstream", "must be an IP address and port (it is not resolved)");
+    } else cfg.udpUpstream = udpUp;
+  }
   if (r.has("workers") && r.get("workers") !== null) {
     cfg.workers = r.integer("workers", 1, 1, MAX_SERVER_WORKERS);
   }

@@ -12,6 +12,7 @@
 
 import type { ClientCarriersConfig, ServerCarriersConfig } from "./carrier_config.ts";
 import type { ClientNatConfig } from "./nat_config.ts";
+import type { Mapping } from "./mapping_config.ts";
 import type { TunConfig } from "./tun_config.ts";
 import type { ClientL3Config } from "./client_l3_config.ts";
 import type { ServerL3Config } from "./server_l3_config.ts";
@@ -110,6 +111,15 @@ export interface ServerConfig {
   l3?: ServerL3Config;
   /** Carriers besides UDP (docs/carriers.md): fake-TCP, UDP-over-TCP, TLS. */
   carriers?: ServerCarriersConfig;
+  /** Where an OUT TCP mapping to `ANY` goes (`--tcp-upstream`); none when absent. */
+  tcpUpstream?: HostPort;
+  /** Where an OUT UDP mapping to `ANY` goes (`--udp-upstream`, an address); none when absent. */
+  udpUpstream?: HostPort;
+  /**
+   * Ports IN mappings of every key may open on the server, as merged
+   * inclusive ranges (`"allowInPorts": [18080, "20000-20100"]`); default none.
+   */
+  allowInPorts: [number, number][];
 }
 
 /** Most worker threads a server runs. */
@@ -135,6 +145,8 @@ export interface UserConfig {
   enabled: boolean;
   /** Fixed layer-3 address (IPv4) inside the `l3` subnet. */
   address?: string;
+  /** Ports this user's IN mappings may open besides the server-wide `allowInPorts`. */
+  allowInPorts?: [number, number][];
 }
 
 /** SOCKS5 / HTTP proxy credentials the client's inbound asks for. */
@@ -167,9 +179,9 @@ export interface ClientConfig {
   mux: number;
   /** Largest datagram sent, bytes, 576..65000; default 1350. */
   mtu: number;
-  /** Seconds between keepalives when idle; default 10. */
+  /** Seconds between keepalives (heartbeats) when idle; default 10; 0: none. */
   keepalive: number;
-  /** Seconds without anything from the server before the session is closed; default 30. */
+  /** Seconds without anything from the server before the session is closed; default 30; 0: never. */
   idleTimeout: number;
   /** Seconds allowed for a handshake or a stream open; default 10. */
   connectTimeout: number;
@@ -192,6 +204,12 @@ export interface ClientConfig {
   carriers?: ClientCarriersConfig;
   /** STUN servers and a TURN relay (`stun`, `stunInterval`, `turn`; docs/nat.md); absent: none. */
   nat?: ClientNatConfig;
+  /** Port mappings (`mappings`, `--tcp-mappings`, `--udp-mappings`; docs/mappings.md). */
+  mappings: Mapping[];
+  /** Whether the local SOCKS5 + HTTP proxy runs (`"proxy": false`, `--no-proxy`); default true. */
+  proxy: boolean;
+  /** Seconds between socket hops (`hopInterval`, `--hop-interval`); 0: none. */
+  hopInterval: number;
 }
 
 /** One problem found in a configuration. */

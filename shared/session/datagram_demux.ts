@@ -3,7 +3,7 @@
  * "The seams"): the first byte of every datagram payload names its kind, and
  * each kind's handler registers here instead of one hard-wired callback —
  * the UDP relay (kind 1, `shared/wire/udp.ts`), layer-3 packets (kind 2),
- * mapping flows later. A datagram of a kind nobody handles is dropped and
+ * IN UDP mapping flows (kind 3, `shared/wire/mapping.ts`). A datagram of a kind nobody handles is dropped and
  * counted, never an error: the peer may speak a newer version.
  * @module
  */
@@ -14,6 +14,8 @@ export const DatagramKind = {
   udp: 0x01,
   /** A raw IP packet of the layer-3 tunnel: the kind byte, then the packet. */
   l3: 0x02,
+  /** A datagram of an IN UDP mapping flow (`shared/wire/mapping.ts`). */
+  map: 0x03,
 } as const;
 
 /** Handles one datagram payload, kind byte included (valid only during the call). */

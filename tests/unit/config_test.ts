@@ -174,6 +174,7 @@ Deno.test("server config: defaults", () => {
     stateFile: null,
     statsFlushInterval: 5,
     egress: { allow: [], deny: [] },
+    allowInPorts: [],
   });
   assertEquals(cfg.publicAddress, undefined);
   // The defaults object is not shared with results.
@@ -432,6 +433,9 @@ Deno.test("client config: defaults", () => {
     connectTimeout: 10,
     reconnect: { initialDelay: 0.5, maxDelay: 30 },
     log: { level: "info", format: "text" },
+    mappings: [],
+    proxy: true,
+    hopInterval: 0,
     routing: NO_ROUTING,
   });
   assertEquals(cfg.auth, undefined);
