@@ -13,7 +13,7 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import {
   curl,
-  Daemon,
+  type Daemon,
   freePort,
   payload,
   sha256Hex,

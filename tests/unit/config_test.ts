@@ -471,7 +471,7 @@ Deno.test("client config: validation errors for each field", () => {
       mux: 17,
       mtu: 575,
       keepalive: "10",
-      idleTimeout: 0,
+      idleTimeout: 0.5,
       connectTimeout: 301,
       reconnect: { initialDelay: 5, maxDelay: 1, jitter: 1 },
       log: { level: "warn" },
@@ -487,7 +487,7 @@ Deno.test("client config: validation errors for each field", () => {
   hasIssue(issues, "mux: must be from 1 to 16");
   hasIssue(issues, "mtu: must be from 576 to 65000");
   hasIssue(issues, "keepalive: expected a number, got string");
-  hasIssue(issues, "idleTimeout: must be from 1 to 3600 seconds");
+  hasIssue(issues, "idleTimeout: must be 0 (never) or at least 1 second");
   hasIssue(issues, "connectTimeout: must be from 0.1 to 300 seconds");
   hasIssue(issues, "reconnect.maxDelay: must not be less than initialDelay");
   hasIssue(issues, "reconnect.jitter: unknown field");
