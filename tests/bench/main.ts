@@ -21,6 +21,8 @@
  * codec in MB/s (`fec_bench.ts`; `OSTP_BENCH_FEC=0` skips it) and the carriers:
  * throughput and CPU per carrier, FEC against kcptun at 10% loss
  * (`carrier_paths.ts`, root only; `OSTP_BENCH_CARRIERS=0` skips it), and the
+ * OUT and IN port mappings against the SOCKS5 path (`mapping_path.ts`;
+ * `OSTP_BENCH_MAPPINGS=0` skips it),
  * throughput through a coturn TURN relay against direct UDP (`turn_relay.ts`,
  * root only; `OSTP_BENCH_TURN=0` skips it), the
  * layer-3 VPN against wireguard-go and OpenVPN (`l3_vpn.ts`, root only;
@@ -38,6 +40,7 @@ import { runFecCodecBench } from "./fec_bench.ts";
 import { runCarrierPaths } from "./carrier_paths.ts";
 import { runL3Bench } from "./l3_vpn.ts";
 import { runTurnBench } from "./turn_relay.ts";
+import { runMappingBench } from "./mapping_path.ts";
 
 const MiB = 1024 * 1024;
 const SIZE = Number(Deno.env.get("OSTP_BENCH_MIB") ?? 256) * MiB;
@@ -181,6 +184,12 @@ if (Deno.env.get("OSTP_BENCH_CARRIERS") === "0") {
   console.log("\ncarriers bench skipped (OSTP_BENCH_CARRIERS=0)");
 } else {
   await runCarrierPaths();
+}
+
+if (Deno.env.get("OSTP_BENCH_MAPPINGS") === "0") {
+  console.log("\nport mapping bench skipped (OSTP_BENCH_MAPPINGS=0)");
+} else {
+  await runMappingBench();
 }
 
 if (Deno.env.get("OSTP_BENCH_TURN") === "0") {
