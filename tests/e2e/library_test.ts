@@ -86,3 +86,48 @@ Deno.test("library: start, subscribe to events, transfer, stop", async () => {
   assertEquals(states[states.length - 1], "stopped");
   assertEquals(serverStates, ["starting", "running", "stopped"]);
 });
+
+Deno.test("library: mapping events (up, refused) and per-mapping bytes in stats", async () => {
+  const origin = startOrigin();
+  const key = formatAccessKey(generateAccessKey(), "hex");
+  const server = new OstpServer(
+    parseServerConfig({ listen: ["127.0.0.1:0"], keys: [key], egress: { allow: ["127.0.0.0/8"] } }),
+  );
+  server.start();
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const out = (l.addr as Deno.NetAddr).port;
+  l.close();
+  const client = new OstpClient(
+    parseClientConfig({
+      server: `127.0.0.1:${server.addresses[0].port}`,
+      key,
+      proxy: false,
+      mappings: { tcp: [`OUT^${out}^127.0.0.1:${origin.port}`, "IN^1^127.0.0.1:40999"] },
+    }),
+  );
+  const events: string[] = [];
+  client.events.on("mapping", (e) => events.push(`${e.spec} ${e.state}`));
+  await client.start();
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: out });
+    await conn.write(new TextEncoder().encode("GET /hello HTTP/1.0\r\n\r\n"));
+    const buf = new Uint8Array(4096);
+    let text = "";
+    for (let n; (n = await conn.read(buf)) !== null;) {
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    conn.close();
+    assert(text.endsWith("hello\n"), text);
+    for (let i = 0; i < 50 && !events.some((e) => e.includes("IN^") && e.endsWith("down")); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assertEquals(events.includes(`OUT^${out}^127.0.0.1:${origin.port} up`), true, events.join());
+    assertEquals(events.includes("IN^1^127.0.0.1:40999 down"), true, "refused: no allowInPorts");
+    const m = client.stats().mappings!;
+    assert(m[0].bytesDown > 0 && m[0].flows === 1, JSON.stringify(m));
+  } finally {
+    await client.stop();
+    await server.stop();
+    await origin.close();
+  }
+});

@@ -312,6 +312,18 @@ Deno.test({
       const u2 = await udpAsk(inUdp, new TextEncoder().encode("again"));
       assertEquals(new TextDecoder().decode(u2!), "echo:again");
       await Deno.remove(tmp);
+      // The client goes: its session closes, and the server's listeners with it.
+      await client.stop();
+      let open = true;
+      for (let i = 0; i < 50 && open; i++) {
+        try {
+          (await Deno.connect({ hostname: "127.0.0.1", port: inTcp })).close();
+          await sleep(100);
+        } catch {
+          open = false;
+        }
+      }
+      assert(!open, "the IN listener closed with the session");
     } finally {
       await client.stop();
       await server.daemon.stop();
