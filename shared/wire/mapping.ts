@@ -84,8 +84,8 @@ function isId(v: unknown): v is number {
   return typeof v === "number" && Number.isInteger(v) && v >= 1 && v <= 0x7fffffff;
 }
 
-/** Parses a request line; a string says what is wrong. */
-export function parseMapRequest(line: string): InRequest[] | string {
+/** A JSON object line with `"v": 1`, or what is wrong with it. */
+function parseV1(line: string, what: string): Record<string, unknown> | string {
   let o: unknown;
   try {
     o = JSON.parse(line);
@@ -93,9 +93,16 @@ export function parseMapRequest(line: string): InRequest[] | string {
     return "not JSON";
   }
   if (typeof o !== "object" || o === null || (o as { v?: unknown }).v !== 1) {
-    return "not a version 1 request";
+    return `not a version 1 ${what}`;
   }
-  const list = (o as { in?: unknown }).in;
+  return o as Record<string, unknown>;
+}
+
+/** Parses a request line; a string says what is wrong. */
+export function parseMapRequest(line: string): InRequest[] | string {
+  const o = parseV1(line, "request");
+  if (typeof o === "string") return o;
+  const list = o.in;
   if (!Array.isArray(list)) return '"in" must be an array';
   if (list.length > MAX_IN_MAPPINGS) return `at most ${MAX_IN_MAPPINGS} IN mappings`;
   const out: InRequest[] = [];
@@ -121,16 +128,8 @@ export function encodeMapResponse(r: MapResponse): Uint8Array {
 
 /** Parses a response line; a string says what is wrong. */
 export function parseMapResponse(line: string): MapResponse | string {
-  let o: unknown;
-  try {
-    o = JSON.parse(line);
-  } catch {
-    return "not JSON";
-  }
-  if (typeof o !== "object" || o === null || (o as { v?: unknown }).v !== 1) {
-    return "not a version 1 response";
-  }
-  const r = o as Record<string, unknown>;
+  const r = parseV1(line, "response");
+  if (typeof r === "string") return r;
   const up = r.upstream as Record<string, unknown> | undefined;
   if (typeof up !== "object" || up === null) return "upstream missing";
   if (!Array.isArray(r.in)) return '"in" must be an array';

@@ -88,6 +88,15 @@ async function waitPort(port: number, ms = 10_000): Promise<void> {
   throw new Error(`nothing listens on ${port}`);
 }
 
+/** An iperf3 server on 127.0.0.1:`port`. */
+function iperfServer(port: number): Deno.ChildProcess {
+  return new Deno.Command("iperf3", {
+    args: ["-s", "-B", "127.0.0.1", "-p", String(port)],
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
 async function iperf(args: string[]): Promise<Record<string, any>> {
   const r = await new Deno.Command("iperf3", { args: [...args, "-J"], stdout: "piped" }).output();
   const out = JSON.parse(new TextDecoder().decode(r.stdout));
@@ -102,13 +111,7 @@ Deno.test({
   async fn() {
     const origin = startOrigin();
     const iperfPort = freePort();
-    const iperfd = haveIperf
-      ? new Deno.Command("iperf3", {
-        args: ["-s", "-B", "127.0.0.1", "-p", String(iperfPort)],
-        stdout: "null",
-        stderr: "null",
-      }).spawn()
-      : null;
+    const iperfd = haveIperf ? iperfServer(iperfPort) : null;
     const server = await startServer(["--tcp-upstream", `127.0.0.1:${origin.port}`]);
     const out1 = freePort();
     const outAny = freePort();
@@ -191,13 +194,7 @@ Deno.test({
     const dns = startDnsmasq({ records: ["--host-record=mapped.test,192.0.2.77"] });
     const echo = udpEcho();
     const iperfPort = freePort();
-    const iperfd = haveIperf
-      ? new Deno.Command("iperf3", {
-        args: ["-s", "-B", "127.0.0.1", "-p", String(iperfPort)],
-        stdout: "null",
-        stderr: "null",
-      }).spawn()
-      : null;
+    const iperfd = haveIperf ? iperfServer(iperfPort) : null;
     const server = await startServer(["--udp-upstream", `127.0.0.1:${echo.port}`]);
     const dnsPort = freePort("udp");
     const anyPort = freePort("udp");
