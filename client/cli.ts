@@ -77,7 +77,7 @@ import type { FlowContext } from "./router/flow.ts";
 import { Router } from "./router/rules.ts";
 import type { NameResolver } from "./router/router_outbound.ts";
 import { parseIp } from "../shared/net/cidr.ts";
-import denoJson from "../deno.json" with { type: "json" };
+import { versionLine } from "../shared/version.ts";
 
 /**
  * What {@link parseClientArgs} decided. `text` has no trailing newline (print it with `console.log`).
@@ -172,7 +172,7 @@ interface ClientOptions {
 function buildProgram(output: { out: string; err: string }): Command {
   return baseCommand(CLIENT, output)
     .description("OSTP client: a local SOCKS5 and HTTP proxy that tunnels to an ostp server.")
-    .version(denoJson.version, "-V, --version", "print the version")
+    .version(versionLine(CLIENT), "-V, --version", "print the version, commit and target")
     .usage(`[options] [link]\n       ${CLIENT} <command> [args]`)
     .addHelpText("after", COMMANDS_HELP)
     .argument("[link]", `an ostp:// share link (other local users can read it: prefer ${ENV_LINK})`)

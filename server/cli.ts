@@ -44,7 +44,7 @@ import { programName, quietTaskHint } from "../shared/program_name.ts";
 import { encodeShareLink, LinkError } from "../shared/link.ts";
 import { statusCommand } from "../shared/control/status.ts";
 import { terminalQr } from "../shared/qr.ts";
-import denoJson from "../deno.json" with { type: "json" };
+import { versionLine } from "../shared/version.ts";
 
 /**
  * What {@link parseServerArgs} decided. `text` has no trailing newline (print it with `console.log`).
@@ -130,7 +130,7 @@ Keep keys out of "ps": use --key-file, ${ENV_KEY} or keyFiles in a config file r
 function buildProgram(output: { out: string; err: string }): Command {
   return baseCommand(SERVER, output)
     .description("OSTP server: accepts tunnel clients and relays their traffic to the internet.")
-    .version(denoJson.version, "-V, --version", "print the version")
+    .version(versionLine(SERVER), "-V, --version", "print the version, commit and target")
     .usage(`[options]\n       ${SERVER} <command> [args]`)
     .addHelpText("after", COMMANDS_HELP)
     .option("-c, --config <file>", "config file (JSON with comments)")
