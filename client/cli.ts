@@ -164,6 +164,7 @@ interface ClientOptions {
   heartbeatInterval?: string;
   heartbeatTimeout?: string;
   hopInterval?: string;
+  systemProxy?: boolean;
   turn?: string;
   turnUser?: string;
   turnPasswordFile?: string;
@@ -240,6 +241,10 @@ function buildProgram(output: { out: string; err: string }): Command {
     .option(
       "--hop-interval <s>",
       "move the sessions to a fresh UDP socket this often, no new handshake (0: never; ≥ 5)",
+    )
+    .option(
+      "--system-proxy",
+      "Windows: point the system proxy at this client while it runs, restored on exit",
     )
     .option("--turn <host:port>", "reach the server through this TURN relay (docs/nat.md)")
     .option("--turn-user <name>", "the TURN relay's user name")
@@ -485,6 +490,7 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
     origins.set("mappings", `--${proto}-mappings`);
   }
   if (program.getOptionValueSource("proxy") === "cli") flag("proxy", "--no-proxy", o.proxy);
+  if (o.systemProxy) flag("systemProxy", "--system-proxy", true);
   for (
     const [field, name, raw, replaces] of [
       ["heartbeatInterval", "--heartbeat-interval", o.heartbeatInterval, "keepalive"],
@@ -822,7 +828,10 @@ export async function routeCommand(
 async function downCommand(argv: string[]): Promise<ClientCliResult> {
   const output = { out: "", err: "" };
   const cmd = baseCommand(`${CLIENT} down`, output)
-    .description("Undo the host changes a crashed TUN run left behind (routes, rules, DNS).")
+    .description(
+      "Undo the host changes a crashed run left behind: routes, rules and DNS of --tun, and on " +
+        "Windows the system proxy.",
+    )
     .option("--state-dir <dir>", "where the journal lives (default /var/lib/ostp)");
   const early = await runCommander(cmd, argv, output);
   if (early) return early;

@@ -116,6 +116,7 @@ export class OstpClient {
   /** The port mappings, when configured (after {@link start}). */
   private mappings: import("./mapping/mappings.ts").ClientMappings | null = null;
   private hopTimer: ReturnType<typeof setInterval> | undefined;
+  private systemProxy: import("./sysproxy/system_proxy.ts").SystemProxy | null = null;
   /** TUN mode, when the config has a `tun` block (after {@link start}). */
   private tun: TunMode | null = null;
   private l3: import("./l3/l3_mode.ts").L3Mode | null = null;
@@ -341,6 +342,18 @@ export class OstpClient {
     log.info("proxy (SOCKS5 + HTTP) listening on {address}", {
       address: formatHostPort({ host: this.proxy.addr.hostname, port: this.proxy.addr.port }),
     });
+    if (this.config.systemProxy) {
+      const { enableWindowsSystemProxy } = await import("./sysproxy/windows.ts");
+      const a = this.proxy.addr;
+      this.systemProxy = await enableWindowsSystemProxy({
+        host: a.hostname === "0.0.0.0" ? "127.0.0.1" : a.hostname === "::" ? "::1" : a.hostname,
+        port: a.port,
+        ...excludedForSystemProxy(this.routing),
+      });
+      log.info("system proxy set to {address} (restored on exit)", {
+        address: formatHostPort({ host: a.hostname, port: a.port }),
+      });
+    }
   }
 
   /** Brings TUN mode up: marks the client's own sockets, then the device, inbound and routes. */
@@ -409,6 +422,9 @@ export class OstpClient {
   async stop(): Promise<void> {
     clearInterval(this.statsTimer);
     clearInterval(this.hopTimer);
+    // The user's proxy settings come back first: never a system proxy pointing at nothing.
+    await this.systemProxy?.restore();
+    this.systemProxy = null;
     await this.mappings?.stop();
     this.mappings = null;
     // Host changes are undone first: the machine must not be left routing into a dead TUN.
@@ -427,6 +443,17 @@ export class OstpClient {
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** The `exclude` block's domains and CIDRs, for the system proxy's bypass list. */
+function excludedForSystemProxy(routing: RoutingConfig): { domains: string[]; ips: string[] } {
+  const domains: string[] = [];
+  const ips: string[] = [];
+  for (const r of routing.rules) {
+    if (r.label === "exclude.domains") domains.push(...(r.match.domainSuffix ?? []));
+    if (r.label === "exclude.ips") ips.push(...(r.match.ip ?? []).map(formatPrefix));
+  }
+  return { domains, ips };
 }
 
 /** Fields of `next` that differ from `running` and apply only after a restart. */

@@ -124,6 +124,13 @@ export async function main(argv: string[]): Promise<number> {
 
 /** `ostp-client down`: undoes a crashed TUN run's host changes; exit 1 if some could not be. */
 async function down(stateDir: string): Promise<number> {
+  if (Deno.build.os === "windows") {
+    const { recoverWindowsSystemProxy } = await import("./sysproxy/windows.ts");
+    const r = await recoverWindowsSystemProxy();
+    console.log(
+      r ? `system proxy: ${r.undone.length} value(s) put back` : "system proxy: nothing to undo",
+    );
+  }
   const { downAndReport } = await import("./tun/tun_mode.ts");
   return await downAndReport(stateDir, "ostp-client down");
 }

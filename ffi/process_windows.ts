@@ -10,6 +10,7 @@
  */
 
 import { formatIPv6 } from "../shared/net/ip.ts";
+import { setWindowsProcessAlive } from "../shared/host/journal.ts";
 
 /** `AF_INET` as Windows numbers it. */
 export const WIN_AF_INET = 2;
@@ -169,7 +170,11 @@ const KERNEL32 = {
     result: "i32",
   },
   CloseHandle: { parameters: ["pointer"], result: "i32" },
+  GetExitCodeProcess: { parameters: ["pointer", "buffer"], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;
+
+/** `STILL_ACTIVE`: the exit code of a process that has not exited. */
+export const STILL_ACTIVE = 259;
 
 let iphlpapi: Deno.DynamicLibrary<typeof IPHLPAPI> | null = null;
 let kernel32: Deno.DynamicLibrary<typeof KERNEL32> | null = null;
@@ -256,3 +261,22 @@ export function processImagePath(pid: number): string | null {
     s.CloseHandle(h);
   }
 }
+
+/**
+ * True while process `pid` runs (OpenProcess + GetExitCodeProcess = STILL_ACTIVE); a process
+ * that cannot be opened for another reason than not existing counts as alive.
+ */
+export function windowsProcessAlive(pid: number): boolean {
+  const s = k32();
+  const h = s.OpenProcess(PROCESS_QUERY_LIMITED_INFORMATION, 0, pid);
+  if (h === null) return false;
+  try {
+    const code = new Uint8Array(4);
+    if (s.GetExitCodeProcess(h, code) === 0) return true;
+    return new DataView(code.buffer).getUint32(0, true) === STILL_ACTIVE;
+  } finally {
+    s.CloseHandle(h);
+  }
+}
+
+if (Deno.build.os === "windows") setWindowsProcessAlive(windowsProcessAlive);

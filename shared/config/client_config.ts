@@ -52,6 +52,7 @@ export const CLIENT_DEFAULTS: Readonly<
     mappings: [],
     proxy: true,
     hopInterval: 0,
+    systemProxy: false,
   });
 
 /** The fields a client config file may contain. */
@@ -76,6 +77,7 @@ export const CLIENT_FIELDS = [
   "mappings",
   "proxy",
   "hopInterval",
+  "systemProxy",
   "heartbeatInterval",
   "heartbeatTimeout",
   ...ROUTING_FIELDS,
@@ -234,7 +236,12 @@ export function parseClientConfig(
     mappings: readMappings(r),
     proxy: r.get("proxy") === undefined ? true : r.get("proxy") === true,
     hopInterval: r.seconds("hopInterval", 0, 0, 86400),
+    systemProxy: r.get("systemProxy") === true,
   };
+  if (r.has("systemProxy") && typeof r.get("systemProxy") !== "boolean") {
+    r.add("systemProxy", "expected true or false");
+  }
+  if (cfg.systemProxy && !cfg.proxy) r.add("systemProxy", "needs the proxy (proxy: true)");
   if (r.has("proxy") && typeof r.get("proxy") !== "boolean") {
     r.add("proxy", "expected true or false");
   }

@@ -210,6 +210,11 @@ export interface ClientConfig {
   proxy: boolean;
   /** Seconds between socket hops (`hopInterval`, `--hop-interval`); 0: none. */
   hopInterval: number;
+  /**
+   * Point the Windows system proxy at the local proxy while running
+   * (`systemProxy`, `--system-proxy`; docs/windows.md); default false.
+   */
+  systemProxy: boolean;
 }
 
 /** One problem found in a configuration. */

@@ -12,11 +12,14 @@
  * The journal is a file of JSON lines: a header naming the owner process,
  * then an `intent` record per change (written and synced before the change)
  * and an `applied` record after it. A torn last line (a crash mid-write) is
- * ignored. Changes are commands (argv arrays, run without a shell) or file
+ * ignored. Changes are commands (argv arrays, run without a shell), file
  * replacements (the previous content, or its absence, or a symlink, is kept
- * in the journal and put back).
+ * in the journal and put back) or registry values (the previous value, or
+ * "not set", kept and put back).
  * @module
  */
+
+import type { RegistryApi, RegValue } from "./registry.ts";
 
 /** Runs a command without a shell; the journal's only way to change the host. */
 export interface CommandRunner {
@@ -48,14 +51,31 @@ export interface FileChange {
   content: string;
 }
 
-/** One change to the host. */
-export type HostChange = CommandChange | FileChange;
+/**
+ * A registry value set (or, with `value` null, removed); undo puts back
+ * exactly what was there, "not set" included (the journal's `registry`
+ * option does the I/O).
+ */
+export interface RegistryChange {
+  kind: "registry";
+  what: string;
+  /** The key (`HKCU\Software\Microsoft\Windows\CurrentVersion\Internet Settings`). */
+  key: string;
+  /** The value's name. */
+  name: string;
+  /** What it becomes; null: removed. */
+  value: RegValue | null;
+}
 
-/** What a file looked like before a {@link FileChange}. */
+/** One change to the host. */
+export type HostChange = CommandChange | FileChange | RegistryChange;
+
+/** What a file (or a registry value) looked like before a change. */
 type FileBefore =
   | { type: "absent" }
   | { type: "file"; content: string; mode: number | null }
-  | { type: "symlink"; target: string };
+  | { type: "symlink"; target: string }
+  | { type: "registry"; value: RegValue | null };
 
 type Entry =
   | { t: "header"; v: 1; pid: number; started: string; owner: string }
@@ -109,14 +129,28 @@ export interface JournalOptions {
   pid?: number;
   /** Whether a process is alive (injectable for tests). */
   isAlive?: (pid: number) => boolean;
+  /** Makes {@link RegistryChange}s (Windows: `ffi/registry_windows.ts`; tests: a fake). */
+  registry?: RegistryApi;
 }
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
-/** True if process `pid` exists (signal 0 through `kill` would need FFI: /proc does it on Linux). */
+let windowsAlive: ((pid: number) => boolean) | null = null;
+
+/** Installs the Windows liveness check (`ffi/process_windows.ts` does, when loaded). */
+export function setWindowsProcessAlive(fn: (pid: number) => boolean): void {
+  windowsAlive = fn;
+}
+
+/**
+ * True if process `pid` exists: /proc on Linux; on Windows the check
+ * `ffi/process_windows.ts` installs (without it: alive, so a live owner is
+ * never undone under it).
+ */
 export function processAlive(pid: number): boolean {
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  if (Deno.build.os === "windows") return windowsAlive ? windowsAlive(pid) : true;
   try {
     Deno.statSync(`/proc/${pid}`);
     return true;
@@ -143,6 +177,7 @@ export class HostJournal {
     readonly path: string | null,
     private readonly runner: CommandRunner,
     private readonly dryRun: ((line: string) => void) | null,
+    private readonly registry: RegistryApi | null = null,
   ) {}
 
   /**
@@ -156,12 +191,12 @@ export class HostJournal {
   ): Promise<{ journal: HostJournal; recovered: UndoReport | null }> {
     const runner = opts.runner ?? denoRunner;
     if (opts.dryRun) {
-      return { journal: new HostJournal(null, runner, opts.dryRun), recovered: null };
+      return { journal: new HostJournal(null, runner, opts.dryRun, null), recovered: null };
     }
     const recovered = await HostJournal.recover(path, opts);
     const dir = path.slice(0, Math.max(0, path.lastIndexOf("/")));
     if (dir) await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-    const j = new HostJournal(path, runner, null);
+    const j = new HostJournal(path, runner, null, opts.registry ?? null);
     j.file = await Deno.open(path, { write: true, create: true, truncate: true, mode: 0o600 });
     await j.write({
       t: "header",
@@ -196,7 +231,7 @@ export class HostJournal {
           "is still running; stop it first",
       );
     }
-    const j = new HostJournal(path, opts.runner ?? denoRunner, null);
+    const j = new HostJournal(path, opts.runner ?? denoRunner, null, opts.registry ?? null);
     const undone = new Set<number>();
     const applied = new Set<number>();
     for (const e of entries) {
@@ -235,7 +270,11 @@ export class HostJournal {
       return;
     }
     const seq = ++this.seq;
-    const before = change.kind === "file" ? await readBefore(change.path) : undefined;
+    const before = change.kind === "file"
+      ? await readBefore(change.path)
+      : change.kind === "registry"
+      ? { type: "registry" as const, value: this.reg(change).get(change.key, change.name) }
+      : undefined;
     const rec = { seq, change, before, applied: false };
     await this.write({ t: "intent", seq, change, before });
     this.changes.push(rec);
@@ -246,6 +285,14 @@ export class HostJournal {
           change,
           `${change.apply.join(" ")}: ${r.stderr || `exit ${r.code}`}`,
         );
+      }
+    } else if (change.kind === "registry") {
+      try {
+        const reg = this.reg(change);
+        if (change.value) reg.set(change.key, change.name, change.value);
+        else reg.remove(change.key, change.name);
+      } catch (e) {
+        throw new HostChangeError(change, e instanceof Error ? e.message : String(e));
       }
     } else {
       try {
@@ -283,10 +330,27 @@ export class HostJournal {
     return report;
   }
 
+  /** The registry API for `change`; throws without one. */
+  private reg(change: RegistryChange): RegistryApi {
+    if (!this.registry) throw new HostChangeError(change, "no registry access in this journal");
+    return this.registry;
+  }
+
   private async undoOne(change: HostChange, before?: FileBefore): Promise<string | null> {
     if (change.kind === "command") {
       const r = await this.runner.run(change.undo);
       return r.code === 0 ? null : `${change.undo.join(" ")}: ${r.stderr || `exit ${r.code}`}`;
+    }
+    if (change.kind === "registry") {
+      try {
+        const reg = this.reg(change);
+        const was = before?.type === "registry" ? before.value : null;
+        if (was) reg.set(change.key, change.name, was);
+        else reg.remove(change.key, change.name);
+        return null;
+      } catch (e) {
+        return e instanceof Error ? e.message : String(e);
+      }
     }
     try {
       if (!before || before.type === "absent") {
@@ -296,7 +360,7 @@ export class HostJournal {
       } else if (before.type === "symlink") {
         await Deno.remove(change.path).catch(() => {});
         await Deno.symlink(before.target, change.path);
-      } else {
+      } else if (before.type === "file") {
         await Deno.writeTextFile(change.path, before.content);
         if (before.mode !== null) await Deno.chmod(change.path, before.mode);
       }
@@ -316,9 +380,14 @@ export class HostJournal {
 
 /** The line `--dry-run` prints for a change. */
 export function describe(change: HostChange): string {
-  return change.kind === "command"
-    ? `${change.what}: ${change.apply.join(" ")}`
-    : `${change.what}: write ${change.path}`;
+  if (change.kind === "command") return `${change.what}: ${change.apply.join(" ")}`;
+  if (change.kind === "registry") {
+    const v = change.value;
+    return `${change.what}: ${change.key}\\${change.name} = ${
+      v ? `${v.type === "sz" ? "REG_SZ" : "REG_DWORD"} ${JSON.stringify(v.data)}` : "(removed)"
+    }`;
+  }
+  return `${change.what}: write ${change.path}`;
 }
 
 /** Parses a journal's lines; a torn or foreign line is skipped. */
@@ -344,6 +413,7 @@ function validEntry(e: Entry): boolean {
       const c = e.change as HostChange | undefined;
       if (!c || typeof e.seq !== "number") return false;
       if (c.kind === "command") return Array.isArray(c.undo) && c.undo.length > 0;
+      if (c.kind === "registry") return typeof c.key === "string" && typeof c.name === "string";
       return c.kind === "file" && typeof c.path === "string";
     }
     case "applied":

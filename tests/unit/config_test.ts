@@ -436,6 +436,7 @@ Deno.test("client config: defaults", () => {
     mappings: [],
     proxy: true,
     hopInterval: 0,
+    systemProxy: false,
     routing: NO_ROUTING,
   });
   assertEquals(cfg.auth, undefined);
