@@ -65,6 +65,7 @@ import {
   runCommander,
 } from "../shared/cli.ts";
 import { parseVpnArgs, type VpnCliResult } from "./vpn/vpn_cli.ts";
+import { defaultStateDir } from "../shared/config/tun_config.ts";
 import { lookup } from "node:dns/promises";
 import {
   DEFAULT_OUTBOUND,
@@ -836,5 +837,5 @@ async function downCommand(argv: string[]): Promise<ClientCliResult> {
   const early = await runCommander(cmd, argv, output);
   if (early) return early;
   const o = cmd.opts<{ stateDir?: string }>();
-  return { kind: "down", text: "", stateDir: o.stateDir ?? "/var/lib/ostp" };
+  return { kind: "down", text: "", stateDir: o.stateDir ?? defaultStateDir() };
 }

@@ -25,6 +25,8 @@ import { DnsRelay } from "../dns/dns_relay.ts";
 import { NameMap } from "../dns/name_map.ts";
 import type { FlowContext, Outbound } from "../outbound/outbound.ts";
 import { autoRouteChanges } from "./auto_route.ts";
+import { parseDefaultRoute, windowsTunChanges } from "./windows_plan.ts";
+import type { TunDevice } from "../../shared/tun/device.ts";
 import { dnsChanges, resolverKind } from "./dns_config.ts";
 
 const log = getLog("client.tun");
@@ -89,11 +91,49 @@ export function tunDryRun(
   ];
 }
 
+/** Reads the physical default route on Windows (`route print -4 0.0.0.0`). */
+async function windowsGateway(): Promise<ReturnType<typeof parseDefaultRoute>> {
+  try {
+    const out = await new Deno.Command("route", {
+      args: ["print", "-4", "0.0.0.0"],
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return parseDefaultRoute(new TextDecoder().decode(out.stdout));
+  } catch {
+    return null;
+  }
+}
+
+/** The journaled host changes of `cfg` on Windows (docs/windows.md). */
+export function windowsTunHostChanges(
+  cfg: TunConfig,
+  deps: Pick<TunModeDeps, "servers" | "excludeCidrs" | "firstChanges">,
+  gateway: ReturnType<typeof parseDefaultRoute>,
+): HostChange[] {
+  const v4 = cfg.addresses.find((a) => !a.address.includes(":"));
+  const v6 = cfg.addresses.find((a) => a.address.includes(":"));
+  if (!v4) throw new Error("tun on Windows needs an IPv4 address (tun.addresses)");
+  return [
+    ...(deps.firstChanges ?? []),
+    ...windowsTunChanges({
+      adapter: cfg.name,
+      address: `${v4.address}/${v4.prefix}`,
+      ...(v6 ? { address6: `${v6.address}/${v6.prefix}` } : {}),
+      mtu: cfg.mtu,
+      dns: cfg.dns.configure ? cfg.dns.addresses : [],
+      servers: cfg.autoRoute ? deps.servers : [],
+      exclude: cfg.autoRoute ? deps.excludeCidrs : [],
+      gateway,
+    }).filter((c) => cfg.autoRoute || !/route|block DNS/.test(c.what)),
+  ];
+}
+
 /** A running TUN mode. */
 export class TunMode {
   private constructor(
     /** The device. */
-    readonly device: LinuxTun,
+    readonly device: TunDevice,
     /** The inbound (statistics). */
     readonly inbound: TunInbound,
     private readonly relay: DnsRelay,
@@ -107,12 +147,13 @@ export class TunMode {
    * @throws with a message naming what failed; whatever was changed is undone first.
    */
   static async start(cfg: TunConfig, deps: TunModeDeps): Promise<TunMode> {
-    if (Deno.build.os !== "linux") {
-      throw new Error(`tun: not available on ${Deno.build.os} yet (Linux only)`);
+    const windows = Deno.build.os === "windows";
+    if (Deno.build.os !== "linux" && !windows) {
+      throw new Error(`tun: not available on ${Deno.build.os} (Linux and Windows)`);
     }
     // With `setcap cap_net_admin=eip` instead of root, the ip/nft/resolvectl the journal runs
     // need the capability handed on (docs/vpn.md).
-    const caps = passNetAdminToChildren();
+    const caps = windows ? true : passNetAdminToChildren();
     if (typeof caps === "object") {
       log.warn("cannot hand CAP_NET_ADMIN to the commands run for routes and DNS (errno {e})", {
         e: caps.failed,
@@ -122,16 +163,22 @@ export class TunMode {
       owner: `ostp-client tun ${cfg.name}`,
     });
     if (recovered) reportRecovered(recovered);
-    let device: LinuxTun | null = null;
+    let device: TunDevice | null = null;
     let inbound: TunInbound | null = null;
     let relay: DnsRelay | null = null;
     try {
-      device = LinuxTun.open({
-        name: cfg.name,
-        mtu: cfg.mtu,
-        addresses: cfg.addresses,
-        offload: cfg.offload,
-      });
+      if (windows) {
+        await import("../../ffi/process_windows.ts"); // the journal's liveness check
+        const { openWintun } = await import("../../ffi/tun_windows.ts");
+        device = openWintun({ name: cfg.name, mtu: cfg.mtu });
+      } else {
+        device = LinuxTun.open({
+          name: cfg.name,
+          mtu: cfg.mtu,
+          addresses: cfg.addresses,
+          offload: cfg.offload,
+        });
+      }
       const names = new NameMap();
       relay = new DnsRelay({
         upstream: cfg.dns.upstream as Target,
@@ -151,7 +198,10 @@ export class TunMode {
       });
       const running = inbound.run();
       // The routes go in once the inbound answers, so no captured packet waits for nobody.
-      for (const c of tunHostChanges(cfg, deps)) await journal.apply(c);
+      const changes = windows
+        ? windowsTunHostChanges(cfg, deps, await windowsGateway())
+        : tunHostChanges(cfg, deps);
+      for (const c of changes) await journal.apply(c);
       log.info("tun {name} up: {addresses}, mtu {mtu}{route}", {
         name: cfg.name,
         addresses: cfg.addresses.map((a) => `${a.address}/${a.prefix}`).join(", "),

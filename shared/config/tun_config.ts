@@ -64,7 +64,7 @@ export const TUN_DEFAULTS: Readonly<TunConfig> = Object.freeze({
   table: 7331,
   mark: 0x7331,
   priority: 9000,
-  stateDir: "/var/lib/ostp",
+  stateDir: defaultStateDir(),
   offload: false,
 });
 
@@ -184,4 +184,19 @@ export function readTunConfig(r: ObjectReader): TunConfig | undefined {
     stateDir: t.string("stateDir") ?? d.stateDir,
     offload: bool(t, "offload", d.offload),
   };
+}
+
+/**
+ * Where host-change journals live by default: `/var/lib/ostp`, or on Windows
+ * `%ProgramData%\ostp` (machine-wide, as the routes are).
+ */
+export function defaultStateDir(): string {
+  if (Deno.build.os !== "windows") return "/var/lib/ostp";
+  let base = "C:/ProgramData";
+  try {
+    base = (Deno.env.get("ProgramData") ?? base).replace(/\\/g, "/");
+  } catch {
+    // no env permission: the usual place
+  }
+  return `${base}/ostp`;
 }
