@@ -119,12 +119,8 @@ Commands:
   route <host:port> [--process NAME] [--udp] [-c <config>] [--inbound NAME]
                                        print which rule and outbound a flow would take
   down [--state-dir DIR]               undo the routes, rules and DNS a crashed --tun run left
-  nat-check [host:port ...] [-c <config>] [--json]
-                                       what kind of NAT this machine is behind (STUN servers
-                                       from the arguments or the config's "stun")
-  vpn [up] --proxy-url URL | --proxy-host H [--proxy-port P] [options]
-                                       every TCP connection through an HTTP CONNECT proxy (TUN +
-                                       kill switch); vpn down, vpn self-test; see "vpn --help"
+  nat-check [host:port ...] [--json]  what kind of NAT this machine is behind (STUN)
+  vpn [up|down|self-test] --proxy-url URL  all TCP through an HTTP CONNECT proxy, kill switch
 Run "${CLIENT} <command> --help" for a command's options.
 
 Keep secrets out of "ps": set ${ENV_LINK}, ${ENV_KEY} or ${ENV_PASSWORD}, or use --link-file,
@@ -171,7 +167,35 @@ interface ClientOptions {
   turnPasswordFile?: string;
 }
 
-function buildProgram(output: { out: string; err: string }): Command {
+/** The options `--help` shows; `--help-all` shows every one. */
+const ESSENTIAL_OPTIONS = new Set([
+  "--version",
+  "--config",
+  "--link-file",
+  "--server",
+  "--key-file",
+  "--listen",
+  "--mux",
+  "--log-level",
+  "--carrier",
+  "--tun",
+  "--l3",
+  "--tcp-mappings",
+  "--udp-mappings",
+  "--system-proxy",
+  "--turn",
+  "--help",
+]);
+
+function buildProgram(output: { out: string; err: string }, all = false): Command {
+  const program = buildAllOptions(output);
+  if (!all) {
+    for (const o of program.options) if (!ESSENTIAL_OPTIONS.has(o.long ?? "")) o.hideHelp();
+  }
+  return program.option("--help-all", "show every option");
+}
+
+function buildAllOptions(output: { out: string; err: string }): Command {
   return baseCommand(CLIENT, output)
     .description("OSTP client: a local SOCKS5 and HTTP proxy that tunnels to an ostp server.")
     .version(versionLine(CLIENT), "-V, --version", "print the version, commit and target")
@@ -290,8 +314,9 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ClientC
     return await statusCommand(argv.slice(1), kit);
   }
   const output = { out: "", err: "" };
-  const program = buildProgram(output);
-  const early = await runCommander(program, argv, output);
+  const all = argv.includes("--help-all");
+  const program = buildProgram(output, all);
+  const early = await runCommander(program, all ? ["--help"] : argv, output);
   if (early) return early;
   const o = program.opts<ClientOptions>();
   const linkText = program.args[0] as string | undefined;

@@ -127,7 +127,31 @@ Keep keys out of "ps": use --key-file, ${ENV_KEY} or keyFiles in a config file r
   quietTaskHint("server")
 }`;
 
-function buildProgram(output: { out: string; err: string }): Command {
+/** The options `--help` shows; `--help-all` shows every one. */
+const ESSENTIAL_OPTIONS = new Set([
+  "--version",
+  "--config",
+  "--listen",
+  "--key-file",
+  "--public-address",
+  "--workers",
+  "--log-level",
+  "--faketcp-listen",
+  "--tls-listen",
+  "--tcp-upstream",
+  "--allow-in-ports",
+  "--help",
+]);
+
+function buildProgram(output: { out: string; err: string }, all = false): Command {
+  const program = buildAllOptions(output);
+  if (!all) {
+    for (const o of program.options) if (!ESSENTIAL_OPTIONS.has(o.long ?? "")) o.hideHelp();
+  }
+  return program.option("--help-all", "show every option");
+}
+
+function buildAllOptions(output: { out: string; err: string }): Command {
   return baseCommand(SERVER, output)
     .description("OSTP server: accepts tunnel clients and relays their traffic to the internet.")
     .version(versionLine(SERVER), "-V, --version", "print the version, commit and target")
@@ -268,8 +292,9 @@ async function parse(argv: string[], ctx: Required<CliContext>): Promise<ServerC
       });
   }
   const output = { out: "", err: "" };
-  const program = buildProgram(output);
-  const early = await runCommander(program, argv, output);
+  const all = argv.includes("--help-all");
+  const program = buildProgram(output, all);
+  const early = await runCommander(program, all ? ["--help"] : argv, output);
   if (early) return early;
   const o = program.opts<ServerOptions>();
 

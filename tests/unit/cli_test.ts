@@ -42,8 +42,13 @@ Deno.test("server cli: help and version are returned, not printed, and do not ex
   assertEquals(help.kind, "help");
   assert(
     "text" in help && help.text.includes(`Usage: ${programName("server")} [options]`) &&
-      help.text.includes("--generate-key") && help.text.includes("--key-file <path>"),
+      help.text.includes("--help-all") && help.text.includes("--key-file <path>") &&
+      help.text.split("\n").length <= 50,
     "text" in help ? help.text : help.kind,
+  );
+  const all = await parseServerArgs(["--help-all"]);
+  assert(
+    "text" in all && all.text.includes("--generate-key") && all.text.includes("--udp-upstream"),
   );
   assertEquals((await parseServerArgs(["-h"])).kind, "help");
   const v = await parseServerArgs(["--version"]);
@@ -274,11 +279,17 @@ const LINK = encodeShareLink({
   name: "Home server",
 });
 
-Deno.test("client cli: help and version do not exit", async () => {
+Deno.test("client cli: help fits on a screen, --help-all lists every option; version does not exit", async () => {
   const h = await parseClientArgs(["--help"]);
   assert(h.kind === "help" && h.text.includes(`Usage: ${programName("client")} [options] [link]`));
-  for (const part of ["--key-file <path>", "--link-file <path>", "--password-file <path>"]) {
+  for (const part of ["--key-file <path>", "--link-file <path>", "--help-all"]) {
     assert(h.text.includes(part), `lacks ${part}:\n${h.text}`);
+  }
+  assert(h.text.split("\n").length <= 50, `--help is ${h.text.split("\n").length} lines`);
+  const all = await parseClientArgs(["--help-all"]);
+  assert(all.kind === "help");
+  for (const part of ["--password-file <path>", "--heartbeat-interval", "--stun <host:port>"]) {
+    assert(all.text.includes(part), `--help-all lacks ${part}`);
   }
   assertEquals((await parseClientArgs(["-V"])).kind, "version");
 });
