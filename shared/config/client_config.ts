@@ -375,6 +375,21 @@ export function clientConfigTemplate(
   // Host names and "ip" rules: with never, a name is resolved where the flow leaves (the
   // server for "ostp"); with onDemand, here when an "ip" rule could change the decision.
   // "resolve": "never",
+
+  // Port mappings (docs/mappings.md), MODE^[ip:]port^[ip:]port: OUT^local^target|ANY forwards a
+  // local port to a target reached from the server; IN^local-target^server-listen publishes one.
+  // "mappings": { "tcp": ["OUT^5432^db.internal:5432"], "udp": ["IN^51820^20000"] },
+  // false: no local proxy (mappings only).
+  // "proxy": true,
+  // Seconds between socket hops (a new source port, same session); 0: none, else at least 5.
+  // "hopInterval": 0,
+  // Windows: point the system proxy at "listen" while running (restored on exit).
+  // "systemProxy": false,
+  // NAT traversal (docs/nat.md): STUN servers for the public address of the session's socket,
+  // and a TURN relay to reach the server through (a turn block makes "turn" the carrier).
+  // "stun": ["stun.example.net:3478"],
+  // ("passwordFile": a file holding it, or OSTP_TURN_PASSWORD, instead of "password")
+  // "turn": { "server": "turn.example.net:3478", "username": "me", "password": "change me" },
 }
 `;
 }

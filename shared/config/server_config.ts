@@ -450,6 +450,11 @@ ${keyLines}
   // Levels per category may override it, most specific first:
   //   "categories": { "server.dispatcher": "debug", "client": "warning" }
   "log": { "level": "${d.log.level}", "format": "${d.log.format}" },
+  // Port mappings (docs/mappings.md): where clients' OUT mappings to ANY go, and the ports
+  // their IN mappings may open here (none by default; users[].allowInPorts adds per user).
+  // "tcpUpstream": "127.0.0.1:5432",
+  // "udpUpstream": "10.0.0.53:53",
+  // "allowInPorts": [18080, "20000-20100"],
 }
 `;
 }
