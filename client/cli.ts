@@ -61,6 +61,7 @@ import {
   absolutePath,
   baseCommand,
   type EarlyResult,
+  essentialHelp,
   initConfig,
   runCommander,
 } from "../shared/cli.ts";
@@ -188,11 +189,7 @@ const ESSENTIAL_OPTIONS = new Set([
 ]);
 
 function buildProgram(output: { out: string; err: string }, all = false): Command {
-  const program = buildAllOptions(output);
-  if (!all) {
-    for (const o of program.options) if (!ESSENTIAL_OPTIONS.has(o.long ?? "")) o.hideHelp();
-  }
-  return program.option("--help-all", "show every option");
+  return essentialHelp(buildAllOptions(output), ESSENTIAL_OPTIONS, all);
 }
 
 function buildAllOptions(output: { out: string; err: string }): Command {

@@ -15,7 +15,13 @@
  */
 
 import { type Command, Option } from "commander";
-import { absolutePath, baseCommand, initConfig, runCommander } from "../shared/cli.ts";
+import {
+  absolutePath,
+  baseCommand,
+  essentialHelp,
+  initConfig,
+  runCommander,
+} from "../shared/cli.ts";
 import { formatAccessKey, generateAccessKey } from "../shared/crypto/keys.ts";
 import {
   ConfigError,
@@ -144,11 +150,7 @@ const ESSENTIAL_OPTIONS = new Set([
 ]);
 
 function buildProgram(output: { out: string; err: string }, all = false): Command {
-  const program = buildAllOptions(output);
-  if (!all) {
-    for (const o of program.options) if (!ESSENTIAL_OPTIONS.has(o.long ?? "")) o.hideHelp();
-  }
-  return program.option("--help-all", "show every option");
+  return essentialHelp(buildAllOptions(output), ESSENTIAL_OPTIONS, all);
 }
 
 function buildAllOptions(output: { out: string; err: string }): Command {

@@ -31,6 +31,20 @@ export function baseCommand(name: string, output: { out: string; err: string }):
     .allowExcessArguments(false);
 }
 
+/**
+ * Keeps `--help` to a screen: hides every option of `program` whose long
+ * name is not in `essential` (unless `all`), and adds `--help-all`, which the
+ * caller turns into a full `--help`.
+ */
+export function essentialHelp(
+  program: Command,
+  essential: ReadonlySet<string>,
+  all: boolean,
+): Command {
+  if (!all) { for (const o of program.options) if (!essential.has(o.long ?? "")) o.hideHelp(); }
+  return program.option("--help-all", "show every option");
+}
+
 /** The results every program can end with before doing anything. */
 export type EarlyResult = { kind: "help" | "version" | "error"; text: string };
 
