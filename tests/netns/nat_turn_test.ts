@@ -8,6 +8,8 @@
  *   nothing.
  * - nat-check: port-restricted cone for a plain masquerade, symmetric for
  *   `masquerade random`.
+ * - mappings through the NAT: an IN mapping publishes the client's service on
+ *   the server's address; an OUT UDP mapping asks coturn from the server's side.
  * - TURN: with direct UDP to the server dropped, 32 MiB through the proxy
  *   over an allocation, byte-exact; the server sees the relay's address;
  *   a 20 s allocation refreshed across a longer run; forged ChannelData from
@@ -20,6 +22,8 @@ import { payload, sha256Hex } from "../support/daemons.ts";
 import type { Daemon } from "../support/daemons.ts";
 import { canUseNetns } from "../support/netns.ts";
 import { NAT_ADDR, NatBed, startNatTunnel, TURN_USER } from "../support/nat_bed.ts";
+import { spawnDenoIn } from "../support/netns.ts";
+import { formatAccessKey, generateAccessKey } from "../../shared/crypto/keys.ts";
 import { Attr, Method, StunWriter, writeChannelData } from "../../shared/stun/message.ts";
 import { makeTestCerts } from "../support/certs.ts";
 
@@ -334,5 +338,83 @@ natTest(
     await client.waitFor(/same session/, 30_000, mark);
     await download(bed, 4 * MiB, 22, `${dir}/r2.bin`);
     assertEquals(client.count(/connected to \S+ in /), 1, "one handshake in all");
+  },
+);
+
+natTest(
+  "mappings: an IN mapping publishes a service behind the NAT on the server's address",
+  {},
+  async (
+    bed,
+    dir,
+    daemons,
+  ) => {
+    // The service on the client (behind the NAT), and a server that lets the key open 18080.
+    const key = formatAccessKey(generateAccessKey(), "hex");
+    const origin = spawnDenoIn("origin", bed.client, "tests/support/origin_main.ts", [
+      "127.0.0.1",
+      "8080",
+    ]);
+    daemons.push(origin);
+    const server = spawnDenoIn("server", bed.server, "server/main.ts", [
+      "-k",
+      key,
+      "-l",
+      `${NAT_ADDR.server}:8443`,
+      "--allow-in-ports",
+      "18080",
+      "--egress-allow",
+      "10.77.1.0/24",
+    ]);
+    daemons.push(server);
+    await origin.waitFor(/ready/);
+    await server.waitFor(/share link: /);
+    const client = spawnDenoIn("client", bed.client, "client/main.ts", [
+      "-s",
+      `${NAT_ADDR.server}:8443`,
+      "-k",
+      key,
+      "--no-proxy",
+      "--tcp-mappings",
+      "IN^8080^0.0.0.0:18080",
+      "--udp-mappings",
+      `OUT^5300^${NAT_ADDR.turn}:3478`,
+    ]);
+    daemons.push(client);
+    await client.waitFor(/IN\^8080\^0\.0\.0\.0:18080: up/, 30_000);
+    // And an OUT UDP mapping from behind the NAT: a STUN Binding to coturn through the tunnel
+    // comes back with the server's address as the mapping (the server's relay socket asked).
+    const ask = await bed.exec(bed.client, Deno.execPath(), [
+      "eval",
+      `const s = Deno.listenDatagram({ transport: "udp", hostname: "127.0.0.1", port: 0 });
+     const req = new Uint8Array([0,1,0,0,0x21,0x12,0xa4,0x42,1,2,3,4,5,6,7,8,9,10,11,12]);
+     await s.send(req, { transport: "udp", hostname: "127.0.0.1", port: 5300 });
+     const t = setTimeout(() => Deno.exit(3), 5000);
+     const [d] = await s.receive(); clearTimeout(t);
+     const v = new DataView(d.buffer); let o = 20;
+     while (o < d.length) { const ty = v.getUint16(o), l = v.getUint16(o + 2);
+       if (ty === 0x20) { console.log([d[o+8]^0x21, d[o+9]^0x12, d[o+10]^0xa4, d[o+11]^0x42].join(".")); }
+       o += 4 + ((l + 3) & ~3); }`,
+    ]);
+    // The mapping's flow, and no answer (exit 3) would be a lost path: say what the mapping saw.
+    const st = JSON.stringify((await client.statsDump()).stats.mappings);
+    assertEquals(ask.code, 0, `no STUN answer through the mapping: ${st}`);
+    assertEquals(
+      new TextDecoder().decode(ask.stdout).trim(),
+      NAT_ADDR.server,
+      "seen as the server",
+    );
+    // A host on the far side (the TURN namespace) reaches the client's service via the server.
+    const out = `${dir}/in.bin`;
+    const r = await bed.exec(bed.turn, "curl", [
+      "-sS",
+      "-m",
+      "60",
+      "-o",
+      out,
+      `http://${NAT_ADDR.server}:18080/bytes/${8 * MiB}?seed=31`,
+    ]);
+    assertEquals(r.code, 0, new TextDecoder().decode(r.stderr));
+    assertEquals(await sha256Hex(await Deno.readFile(out)), await sha256Hex(payload(8 * MiB, 31)));
   },
 );
