@@ -25,7 +25,7 @@ import { DnsRelay } from "../dns/dns_relay.ts";
 import { NameMap } from "../dns/name_map.ts";
 import type { FlowContext, Outbound } from "../outbound/outbound.ts";
 import { autoRouteChanges } from "./auto_route.ts";
-import { parseDefaultRoute, windowsTunChanges } from "./windows_plan.ts";
+import { parseDefaultRoute, parseDefaultRoute6, windowsTunChanges } from "./windows_plan.ts";
 import type { TunDevice } from "../../shared/tun/device.ts";
 import { dnsChanges, resolverKind } from "./dns_config.ts";
 
@@ -91,25 +91,39 @@ export function tunDryRun(
   ];
 }
 
-/** Reads the physical default route on Windows (`route print -4 0.0.0.0`). */
-async function windowsGateway(): Promise<ReturnType<typeof parseDefaultRoute>> {
+/** The output of `route print <args>` on Windows, or "" when it cannot run. */
+async function routePrint(args: string[]): Promise<string> {
   try {
     const out = await new Deno.Command("route", {
-      args: ["print", "-4", "0.0.0.0"],
+      args: ["print", ...args],
       stdout: "piped",
       stderr: "null",
     }).output();
-    return parseDefaultRoute(new TextDecoder().decode(out.stdout));
+    return new TextDecoder().decode(out.stdout);
   } catch {
-    return null;
+    return "";
   }
+}
+
+/** Reads the physical default routes on Windows (IPv4 and IPv6). */
+async function windowsGateways(): Promise<WindowsGateways> {
+  return {
+    v4: parseDefaultRoute(await routePrint(["-4", "0.0.0.0"])),
+    v6: parseDefaultRoute6(await routePrint(["-6", "::/0"])),
+  };
+}
+
+/** The physical default routes TUN mode on Windows routes the server and exclusions through. */
+export interface WindowsGateways {
+  v4: ReturnType<typeof parseDefaultRoute>;
+  v6: ReturnType<typeof parseDefaultRoute6>;
 }
 
 /** The journaled host changes of `cfg` on Windows (docs/windows.md). */
 export function windowsTunHostChanges(
   cfg: TunConfig,
   deps: Pick<TunModeDeps, "servers" | "excludeCidrs" | "firstChanges">,
-  gateway: ReturnType<typeof parseDefaultRoute>,
+  gateways: WindowsGateways,
 ): HostChange[] {
   const v4 = cfg.addresses.find((a) => !a.address.includes(":"));
   const v6 = cfg.addresses.find((a) => a.address.includes(":"));
@@ -124,7 +138,8 @@ export function windowsTunHostChanges(
       dns: cfg.dns.configure ? cfg.dns.addresses : [],
       servers: cfg.autoRoute ? deps.servers : [],
       exclude: cfg.autoRoute ? deps.excludeCidrs : [],
-      gateway,
+      gateway: gateways.v4,
+      gateway6: gateways.v6,
     }).filter((c) => cfg.autoRoute || !/route|block DNS/.test(c.what)),
   ];
 }
@@ -199,7 +214,7 @@ export class TunMode {
       const running = inbound.run();
       // The routes go in once the inbound answers, so no captured packet waits for nobody.
       const changes = windows
-        ? windowsTunHostChanges(cfg, deps, await windowsGateway())
+        ? windowsTunHostChanges(cfg, deps, await windowsGateways())
         : tunHostChanges(cfg, deps);
       for (const c of changes) await journal.apply(c);
       log.info("tun {name} up: {addresses}, mtu {mtu}{route}", {

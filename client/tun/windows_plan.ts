@@ -40,6 +40,8 @@ export interface WindowsTunPlanOptions {
   exclude: readonly string[];
   /** The physical default route (from {@link parseDefaultRoute}). */
   gateway: { address: string; interfaceAddress: string } | null;
+  /** The physical IPv6 default route (from {@link parseDefaultRoute6}), if any. */
+  gateway6?: { address: string; ifIndex: number } | null;
 }
 
 /** The netsh firewall rule name of the DNS-leak block. */
@@ -146,6 +148,40 @@ export function windowsTunChanges(o: WindowsTunPlanOptions): CommandChange[] {
           "mask",
           netmask(Number(dest.split("/")[1] ?? 32)),
           o.gateway.address,
+        ],
+        true,
+      ));
+    }
+  }
+  if (o.gateway6) {
+    const around6 = [
+      ...o.servers.filter((s) => s.includes(":")).map((s) => `${s}/128`),
+      ...o.exclude.filter((c) => c.includes(":")),
+    ];
+    for (const dest of around6) {
+      out.push(cmd(
+        `route ${dest} around the tunnel`,
+        [
+          "netsh",
+          "interface",
+          "ipv6",
+          "add",
+          "route",
+          dest,
+          String(o.gateway6.ifIndex),
+          o.gateway6.address,
+          "store=active",
+        ],
+        [
+          "netsh",
+          "interface",
+          "ipv6",
+          "delete",
+          "route",
+          dest,
+          String(o.gateway6.ifIndex),
+          o.gateway6.address,
+          "store=active",
         ],
         true,
       ));
@@ -258,4 +294,22 @@ export function parseDefaultRoute(
     if (!best || metric < best.metric) best = { address: f[2], interfaceAddress: f[3], metric };
   }
   return best ? { address: best.address, interfaceAddress: best.interfaceAddress } : null;
+}
+
+/**
+ * The physical IPv6 default route from `route print -6 ::/0` output
+ * (` If Metric Network Destination Gateway` rows): the lowest-metric `::/0`
+ * row with a gateway, or null.
+ */
+export function parseDefaultRoute6(text: string): { address: string; ifIndex: number } | null {
+  let best: { address: string; ifIndex: number; metric: number } | null = null;
+  for (const line of text.split(/\r?\n/)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 4 || f[2] !== "::/0" || !f[3].includes(":")) continue;
+    const ifIndex = Number(f[0]);
+    const metric = Number(f[1]);
+    if (!Number.isInteger(ifIndex) || !Number.isFinite(metric)) continue;
+    if (!best || metric < best.metric) best = { address: f[3], ifIndex, metric };
+  }
+  return best ? { address: best.address, ifIndex: best.ifIndex } : null;
 }

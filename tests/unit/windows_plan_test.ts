@@ -9,6 +9,7 @@ import {
   DNS_LEAK_RULE,
   ipv4Complement,
   parseDefaultRoute,
+  parseDefaultRoute6,
   windowsTunChanges,
 } from "../../client/tun/windows_plan.ts";
 import { HostJournal } from "../../shared/host/journal.ts";
@@ -116,4 +117,29 @@ Deno.test("windows plan: journaled, made in order, undone in reverse (fake runne
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("windows plan: IPv6 server addresses and exclusions around the tunnel", () => {
+  const route6 = `IPv6 Route Table
+===========================================================================
+Active Routes:
+ If Metric Network Destination      Gateway
+ 12    306 ::/0                     fe80::1
+ 14     50 ::/0                     fe80::aa
+  1    331 ::1/128                  On-link
+===========================================================================`;
+  const g6 = parseDefaultRoute6(route6);
+  assertEquals(g6, { address: "fe80::aa", ifIndex: 14 });
+  assertEquals(parseDefaultRoute6("Active Routes:\n  None\n"), null);
+  const c = windowsTunChanges({
+    ...OPTS,
+    servers: ["203.0.113.5", "2001:db8::5"],
+    exclude: ["fd00::/8"],
+    gateway6: g6,
+  });
+  const lines = c.map((x) => x.apply.join(" "));
+  assert(lines.includes("netsh interface ipv6 add route 2001:db8::5/128 14 fe80::aa store=active"));
+  assert(lines.includes("netsh interface ipv6 add route fd00::/8 14 fe80::aa store=active"));
+  const at = lines.indexOf("netsh interface ipv6 add route fd00::/8 14 fe80::aa store=active");
+  assert(at < lines.indexOf("netsh interface ipv6 add route ::/1 ostp0 metric=1 store=active"));
 });
