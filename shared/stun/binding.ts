@@ -14,6 +14,7 @@ import {
   Attr,
   attrAddress,
   errorCode,
+  fingerprintOk,
   looksLikeStun,
   Method,
   newTransactionId,
@@ -90,7 +91,10 @@ export class BindingClient {
   ): BindingResult | { error: string; server: Deno.NetAddr; tag?: string } | null {
     if (!looksLikeStun(data)) return null;
     const m = parseStun(data);
-    if (!m || m.method !== Method.binding || (m.cls !== "success" && m.cls !== "error")) {
+    if (
+      !m || !fingerprintOk(m) || m.method !== Method.binding ||
+      (m.cls !== "success" && m.cls !== "error")
+    ) {
       this.dropped++;
       return null;
     }

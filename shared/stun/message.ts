@@ -202,6 +202,12 @@ export function checkIntegrity(m: StunMessage, key: Uint8Array): boolean {
   return diff === 0;
 }
 
+/** False only when `m` carries a FINGERPRINT that does not match (absent is fine). */
+export function fingerprintOk(m: StunMessage): boolean {
+  const last = m.attributes[m.attributes.length - 1];
+  return !last || last.type !== Attr.fingerprint || checkFingerprint(m);
+}
+
 /** True when `m` ends with a FINGERPRINT matching its bytes. */
 export function checkFingerprint(m: StunMessage): boolean {
   const last = m.attributes[m.attributes.length - 1];

@@ -29,6 +29,7 @@ import {
   CHANNEL_MIN,
   checkIntegrity,
   errorCode,
+  fingerprintOk,
   looksLikeStun,
   Method,
   newTransactionId,
@@ -224,7 +225,7 @@ export class TurnClient {
       return null;
     }
     const m = parseStun(data);
-    if (!m) {
+    if (!m || !fingerprintOk(m)) {
       this.counters.dropped++;
       return null;
     }

@@ -319,3 +319,15 @@ Deno.test("TURN client: probe asks with a Refresh; an unknown allocation fails i
   assert(f?.lost, "lost");
   assert(/allocation lost: Refresh refused \(437 Allocation Mismatch\)/.test(f.reason), f.reason);
 });
+
+Deno.test("TURN client: a message whose FINGERPRINT does not match is dropped", () => {
+  const s = new FakeTurn();
+  const c = newClient();
+  c.start(0);
+  const first = c.takeTransmits()[0];
+  const answer = s.handle(first)!.slice();
+  answer[answer.length - 1] ^= 0xff; // the CRC no longer matches
+  c.receive(answer, 0);
+  assertEquals(c.counters.dropped, 1);
+  assertEquals(c.takeTransmits().length, 0, "no authenticated Allocate followed the bad 401");
+});
