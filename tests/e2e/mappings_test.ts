@@ -7,13 +7,15 @@
  *   IN UDP: an echo on the client through the server's UDP listener;
  * - an IN mapping to a port the key may not open is refused with the reason;
  * - the server restarted: the mappings come back by themselves;
- * - heartbeats off and on; a transfer intact across ten hops (--hop-interval 5).
+ * - heartbeats off and on; a transfer intact across ten hops (--hop-interval 5);
+ * - OUT mappings go through the router: a rule sends one direct.
  * @module
  */
 import { assert, assertEquals } from "../support/assert.ts";
 import {
   curl,
   type Daemon,
+  EGRESS_DEFAULT,
   freePort,
   payload,
   sha256Hex,
@@ -408,6 +410,56 @@ Deno.test({
       await client.stop();
       await server.daemon.stop();
       await origin.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "e2e mappings: OUT mappings go through the router — a rule sends one direct, the other tunnels",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    const origin = startOrigin();
+    // The server's built-in egress policy refuses loopback: only the direct mapping can succeed.
+    const server = await startServer([EGRESS_DEFAULT]);
+    const direct = freePort();
+    const tunneled = freePort();
+    const dir = await Deno.makeTempDir();
+    const cfg = `${dir}/client.json`;
+    await Deno.writeTextFile(
+      cfg,
+      JSON.stringify({
+        rules: [{ inbound: ["mapping"], port: origin.port, outbound: "direct" }],
+        mappings: {
+          tcp: [`OUT^${direct}^127.0.0.1:${origin.port}`, `OUT^${tunneled}^127.0.0.1:1`],
+        },
+      }),
+    );
+    const client = await mappingClient(server.link, ["-c", cfg]);
+    try {
+      const r = await curl([`http://127.0.0.1:${direct}/hello`]);
+      assertEquals(r.code, 0, r.stderr);
+      assertEquals(new TextDecoder().decode(r.stdout), "hello\n");
+      // The other mapping's target is not matched by the rule: the tunnel, where the server's
+      // policy refuses loopback, so the connection is closed without an answer.
+      const refused = await curl(["-m", "5", `http://127.0.0.1:${tunneled}/hello`]);
+      assert(refused.code !== 0, "the tunneled mapping to the server's loopback is refused");
+      const st = await client.statsDump();
+      const hits = st.rules as { rule: number; outbound: string; hits: number }[];
+      assert(
+        hits.some((h) => h.rule === 0 && h.outbound === "direct" && h.hits >= 1),
+        JSON.stringify(hits),
+      );
+      // The server's reason comes back to the client's log.
+      await client.waitFor(
+        /tcp mapping OUT\^\d+\^127\.0\.0\.1:1: not allowed: 127\.0\.0\.1 is loopback/,
+      );
+    } finally {
+      await client.stop();
+      await server.daemon.stop();
+      await origin.close();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });
