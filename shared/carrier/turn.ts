@@ -26,9 +26,13 @@ import { connectTcp } from "./uot.ts";
 const TURN_MAX = 65507 - 4;
 
 /** How often the silence watchdog looks, ms. */
-const WATCHDOG_TICK_MS = 200;
-/** Sending this long with nothing back makes the link ask whether its allocation exists, ms. */
-const SILENCE_PROBE_MS = 600;
+const WATCHDOG_TICK_MS = 100;
+/**
+ * This long after a datagram went out with nothing heard back, the link asks
+ * whether its allocation exists, ms: well before the session calls its peer
+ * unresponsive (1 s), so a lost allocation is known when the new attempt starts.
+ */
+const SILENCE_PROBE_MS = 400;
 /** At most one such question per this many ms. */
 const PROBE_EVERY_MS = 5000;
 
@@ -281,23 +285,27 @@ export class TurnLink implements CarrierLink {
   }
 
   /**
-   * A relay that restarted drops ChannelData in silence: when datagrams go
-   * out for {@link SILENCE_PROBE_MS} and nothing comes back, a Refresh asks
-   * whether the allocation still exists (at most every {@link PROBE_EVERY_MS}).
+   * A relay that restarted drops ChannelData in silence: when nothing has
+   * come back {@link SILENCE_PROBE_MS} after a datagram went out, a Refresh
+   * asks whether the allocation still exists (at most every {@link PROBE_EVERY_MS}).
    * If it does not, the link closes and the session moves to a new one.
    */
   private startWatchdog(): void {
-    let lastIn = 0;
-    let lastOut = 0;
-    let silentTicks = 0;
+    let lastIn = this.received;
+    let lastOut = this.sent;
+    /** When a datagram first went out with nothing heard since (null: none waiting). */
+    let unansweredSince: number | null = null;
     let lastProbe = -Infinity;
     this.watchdog = setInterval(() => {
-      const quiet = this.received === lastIn && this.sent > lastOut;
-      silentTicks = quiet ? silentTicks + 1 : 0;
+      const now = performance.now();
+      if (this.received !== lastIn) unansweredSince = null;
+      else if (this.sent !== lastOut && unansweredSince === null) unansweredSince = now;
       lastIn = this.received;
       lastOut = this.sent;
-      const now = performance.now();
-      if (silentTicks * WATCHDOG_TICK_MS >= SILENCE_PROBE_MS && now - lastProbe >= PROBE_EVERY_MS) {
+      if (
+        unansweredSince !== null && now - unansweredSince >= SILENCE_PROBE_MS &&
+        now - lastProbe >= PROBE_EVERY_MS
+      ) {
         lastProbe = now;
         this.client.probe(now);
         this.pump();
