@@ -19,6 +19,7 @@
 
 import { type DatagramSocket, openUdp } from "../../shared/net/datagram.ts";
 import { BindingClient, type BindingResult } from "../../shared/stun/binding.ts";
+import { formatNetAddr } from "../../shared/net/ip.ts";
 import type { RetransmitConfig } from "../../shared/stun/transactions.ts";
 
 /** RFC 4787 behaviour classes. */
@@ -65,10 +66,6 @@ export interface NatCheckOptions {
 }
 
 const CHECK_RETRANSMIT: RetransmitConfig = { rtoMs: 300, maxSends: 4, lastWaitRtos: 3 };
-
-function fmt(a: Deno.NetAddr): string {
-  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
-}
 
 function same(a: Deno.NetAddr | undefined, b: Deno.NetAddr | undefined): boolean {
   return !!a && !!b && a.hostname === b.hostname && a.port === b.port;
@@ -158,7 +155,7 @@ export async function natCheck(opts: NatCheckOptions): Promise<NatReport> {
   const v6 = primary.hostname.includes(":");
   const steps: string[] = [];
   const report: NatReport = {
-    servers: opts.servers.map(fmt),
+    servers: opts.servers.map(formatNetAddr),
     reachable: false,
     local: "",
     noNat: false,
@@ -172,15 +169,19 @@ export async function natCheck(opts: NatCheckOptions): Promise<NatReport> {
   try {
     const r1 = await a.ask(primary);
     if (!r1) {
-      steps.push(`I: no answer from ${fmt(primary)}: UDP to it is blocked, or it is down`);
+      steps.push(
+        `I: no answer from ${formatNetAddr(primary)}: UDP to it is blocked, or it is down`,
+      );
       report.type = "UDP blocked (or the STUN server is down)";
       return report;
     }
     report.reachable = true;
-    report.mapped = fmt(r1.mapped);
-    steps.push(`I: ${fmt(primary)} sees ${fmt(r1.mapped)} (${Math.round(r1.rttMs)} ms)`);
+    report.mapped = formatNetAddr(r1.mapped);
+    steps.push(
+      `I: ${formatNetAddr(primary)} sees ${formatNetAddr(r1.mapped)} (${Math.round(r1.rttMs)} ms)`,
+    );
     const other = r1.other;
-    if (other) report.otherAddress = fmt(other);
+    if (other) report.otherAddress = formatNetAddr(other);
     const locals = (opts.localAddresses ?? defaultLocalAddresses)();
     if (locals.includes(r1.mapped.hostname) && r1.mapped.port === a.port) {
       report.noNat = true;
@@ -190,13 +191,17 @@ export async function natCheck(opts: NatCheckOptions): Promise<NatReport> {
       const altIp: Deno.NetAddr = { ...primary, hostname: other.hostname };
       const r2 = await a.ask(altIp);
       steps.push(
-        r2 ? `II: ${fmt(altIp)} sees ${fmt(r2.mapped)}` : `II: no answer from ${fmt(altIp)}`,
+        r2
+          ? `II: ${formatNetAddr(altIp)} sees ${formatNetAddr(r2.mapped)}`
+          : `II: no answer from ${formatNetAddr(altIp)}`,
       );
       if (r2 && same(r2.mapped, r1.mapped)) report.mapping = "endpoint-independent";
       else if (r2) {
         const r3 = await a.ask(other);
         steps.push(
-          r3 ? `III: ${fmt(other)} sees ${fmt(r3.mapped)}` : `III: no answer from ${fmt(other)}`,
+          r3
+            ? `III: ${formatNetAddr(other)} sees ${formatNetAddr(r3.mapped)}`
+            : `III: no answer from ${formatNetAddr(other)}`,
         );
         if (r3) {
           report.mapping = same(r3.mapped, r2.mapped)
@@ -207,7 +212,9 @@ export async function natCheck(opts: NatCheckOptions): Promise<NatReport> {
     } else if (second) {
       const r2 = await a.ask(second);
       steps.push(
-        r2 ? `II: ${fmt(second)} sees ${fmt(r2.mapped)}` : `II: no answer from ${fmt(second)}`,
+        r2
+          ? `II: ${formatNetAddr(second)} sees ${formatNetAddr(r2.mapped)}`
+          : `II: no answer from ${formatNetAddr(second)}`,
       );
       if (r2) {
         // Two servers tell only whether the mapping follows the destination, not by what.

@@ -16,6 +16,7 @@ import {
 } from "../../shared/config/carrier_config.ts";
 import type { ClientNatConfig } from "../../shared/config/nat_config.ts";
 import { formatHostPort } from "../../shared/config/types.ts";
+import { formatNetAddr } from "../../shared/net/ip.ts";
 import type { MappingObservation } from "../../shared/carrier/stun_udp.ts";
 import type { TurnEvent } from "../../shared/stun/turn_client.ts";
 import type { CarrierRoute } from "./ostp.ts";
@@ -29,10 +30,6 @@ export interface NatHooks {
   onMapping?: (o: MappingObservation) => void;
   /** A TURN allocation's event. */
   onTurn?: (e: TurnEvent, local: string) => void;
-}
-
-function fmtAddr(a: Deno.NetAddr): string {
-  return formatHostPort({ host: a.hostname, port: a.port });
 }
 
 /** Resolves STUN servers (numeric addresses at once); the ones that fail are left out, logged. */
@@ -114,22 +111,22 @@ export async function clientCarriers(
                 "NAT rebinding: udp {port} is now seen as {mapped} (was {previous}) by {server}",
                 {
                   port: o.localPort,
-                  mapped: fmtAddr(o.mapped),
-                  previous: o.previous ? fmtAddr(o.previous) : "",
-                  server: fmtAddr(o.server),
+                  mapped: formatNetAddr(o.mapped),
+                  previous: o.previous ? formatNetAddr(o.previous) : "",
+                  server: formatNetAddr(o.server),
                 },
               );
             } else if (o.change === "first") {
               natLog.info("udp {port} is seen as {mapped} by {server} ({rtt} ms)", {
                 port: o.localPort,
-                mapped: fmtAddr(o.mapped),
-                server: fmtAddr(o.server),
+                mapped: formatNetAddr(o.mapped),
+                server: formatNetAddr(o.server),
                 rtt: Math.round(o.rttMs),
               });
             } else {
               natLog.debug("udp {port} still seen as {mapped}", {
                 port: o.localPort,
-                mapped: fmtAddr(o.mapped),
+                mapped: formatNetAddr(o.mapped),
               });
             }
             opts.hooks?.onMapping?.(o);
@@ -137,7 +134,7 @@ export async function clientCarriers(
           onNoAnswer: (port, servers) => {
             natLog.warn("no STUN answer for udp {port} from {servers}", {
               port,
-              servers: servers.map(fmtAddr).join(", "),
+              servers: servers.map(formatNetAddr).join(", "),
             });
           },
         });
@@ -220,9 +217,9 @@ function logTurnEvent(e: TurnEvent, local: string): void {
   switch (e.type) {
     case "allocated":
       natLog.info("TURN relay {relayed} allocated for {lifetime} s{mapped}", {
-        relayed: fmtAddr(e.relayed),
+        relayed: formatNetAddr(e.relayed),
         lifetime: e.lifetime,
-        mapped: e.mapped ? ` (this client seen as ${fmtAddr(e.mapped)})` : "",
+        mapped: e.mapped ? ` (this client seen as ${formatNetAddr(e.mapped)})` : "",
       });
       return;
     case "channel":

@@ -20,6 +20,8 @@
  * @module
  */
 
+import { formatNetAddr } from "../net/ip.ts";
+
 /** Names of the carriers (the client's `carrier` setting and share-link `carrier=`). */
 export type CarrierKind = "udp" | "turn" | "faketcp" | "uot" | "tls";
 
@@ -125,7 +127,6 @@ export interface CarrierDialer {
 
 /** Formats an endpoint for logs: "1.2.3.4:5" for UDP, "faketcp 1.2.3.4:5" otherwise. */
 export function formatEndpoint(e: Endpoint): string {
-  const a = e.address;
-  const hp = a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+  const hp = formatNetAddr(e.address);
   return e.carrier === "udp" ? hp : `${e.carrier} ${hp}`;
 }

@@ -14,6 +14,7 @@
  */
 
 import { BindingClient } from "../stun/binding.ts";
+import { formatNetAddr } from "../net/ip.ts";
 import type { RetransmitConfig } from "../stun/transactions.ts";
 import type { CarrierDialer, CarrierLink } from "./carrier.ts";
 import type { UdpDialer, UdpLink } from "./udp.ts";
@@ -97,9 +98,7 @@ class MappingMonitor {
     link.statsSource = (): Record<string, string> => {
       const l = this.last;
       if (!l) return {};
-      return {
-        mapped: l.hostname.includes(":") ? `[${l.hostname}]:${l.port}` : `${l.hostname}:${l.port}`,
-      };
+      return { mapped: formatNetAddr(l) };
     };
     link.onClose(() => this.stop());
   }

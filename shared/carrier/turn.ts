@@ -15,7 +15,8 @@
  */
 
 import { type DatagramSocket, openUdp } from "../net/datagram.ts";
-import { samePeer, TurnClient, type TurnCredentials, type TurnEvent } from "../stun/turn_client.ts";
+import { TurnClient, type TurnCredentials, type TurnEvent } from "../stun/turn_client.ts";
+import { formatNetAddr, sameNetAddr } from "../net/ip.ts";
 import type { RetransmitConfig } from "../stun/transactions.ts";
 import type { CarrierDialer, CarrierLink } from "./carrier.ts";
 import { STREAM_WRITE_CAP, StreamPath } from "./stream_path.ts";
@@ -76,7 +77,7 @@ class UdpTurnTransport implements TurnTransport {
   run(onMessage: (msg: Uint8Array) => void): Promise<void> {
     const turn = this.turn;
     return this.socket.run((data, from) => {
-      if (!samePeer(from, turn)) {
+      if (!sameNetAddr(from, turn)) {
         this.foreign++;
         return;
       }
@@ -317,7 +318,9 @@ export class TurnLink implements CarrierLink {
   get local(): string {
     const r = this.client.relayed;
     const t = this.transport;
-    return `turn ${r ? `${fmt(r)} ` : ""}via ${fmt(this.turn)} (${t.kind} ${t.localPort})`;
+    return `turn ${r ? `${formatNetAddr(r)} ` : ""}via ${
+      formatNetAddr(this.turn)
+    } (${t.kind} ${t.localPort})`;
   }
 
   get localPort(): number {
@@ -333,10 +336,10 @@ export class TurnLink implements CarrierLink {
   stats(): Record<string, number | string> {
     const c = this.client;
     return {
-      turnServer: fmt(this.turn),
+      turnServer: formatNetAddr(this.turn),
       transport: this.transport.kind,
-      relayed: c.relayed ? fmt(c.relayed) : "",
-      ...(c.mapped ? { mapped: fmt(c.mapped) } : {}),
+      relayed: c.relayed ? formatNetAddr(c.relayed) : "",
+      ...(c.mapped ? { mapped: formatNetAddr(c.mapped) } : {}),
       lifetime: c.lifetime,
       channel: c.channel ? `0x${c.channel.toString(16)}` : "none",
       refreshes: c.counters.refreshes,
@@ -435,8 +438,4 @@ export class TurnLink implements CarrierLink {
     this.timerAt = Infinity;
     this.transport.close();
   }
-}
-
-function fmt(a: Deno.NetAddr): string {
-  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
 }

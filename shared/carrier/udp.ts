@@ -7,6 +7,7 @@
  */
 
 import { type DatagramSocket, openUdp, type UdpOptions } from "../net/datagram.ts";
+import { formatNetAddr, sameNetAddr } from "../net/ip.ts";
 import type {
   CarrierDialer,
   CarrierLink,
@@ -101,7 +102,7 @@ export class UdpLink implements CarrierLink {
 
   get local(): string {
     const a = this.socket.addr;
-    return `udp ${a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname}:${a.port}`;
+    return `udp ${formatNetAddr(a)}`;
   }
 
   get localPort(): number {
@@ -111,7 +112,7 @@ export class UdpLink implements CarrierLink {
   run(onDatagram: (data: Uint8Array) => void): Promise<void> {
     const server = this.server;
     return this.socket.run((data, from) => {
-      if (from.port !== server.port || !sameHost(from.hostname, server.hostname)) {
+      if (!sameNetAddr(from, server)) {
         this.tap?.(data, from);
         return;
       }
@@ -175,11 +176,4 @@ export class UdpDialer implements CarrierDialer {
       return Promise.reject(e);
     }
   }
-}
-
-/** Same host, allowing for IPv4-mapped IPv6 spellings ("::ffff:1.2.3.4"). */
-function sameHost(a: string, b: string): boolean {
-  if (a === b) return true;
-  const strip = (h: string) => (h.startsWith("::ffff:") ? h.slice(7) : h);
-  return strip(a) === strip(b);
 }

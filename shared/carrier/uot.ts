@@ -10,6 +10,7 @@
 
 import type { CarrierDialer, CarrierLink } from "./carrier.ts";
 import { FrameReader } from "./stream_framing.ts";
+import { formatNetAddr } from "../net/ip.ts";
 import { StreamPath } from "./stream_path.ts";
 import { closeConn, StreamListener } from "./stream_listener.ts";
 
@@ -61,7 +62,7 @@ export class StreamLink implements CarrierLink {
 
   get local(): string {
     const a = this.path.conn.localAddr as Deno.NetAddr;
-    return `${this.kind} ${a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname}:${a.port}`;
+    return `${this.kind} ${formatNetAddr(a)}`;
   }
 
   get localPort(): number {

@@ -95,3 +95,20 @@ export function formatIPv6(b: Uint8Array): string {
   const tail = g.slice(bestStart + bestLen).map((x) => x.toString(16)).join(":");
   return `${head}::${tail}`;
 }
+
+/** `host:port` of a socket address, IPv6 in brackets ("[2001:db8::1]:443"). */
+export function formatNetAddr(a: { readonly hostname: string; readonly port: number }): string {
+  return a.hostname.includes(":") ? `[${a.hostname}]:${a.port}` : `${a.hostname}:${a.port}`;
+}
+
+/** Same host, allowing for IPv4-mapped IPv6 spellings ("::ffff:1.2.3.4" is "1.2.3.4"). */
+export function sameHost(a: string, b: string): boolean {
+  if (a === b) return true;
+  const strip = (h: string) => (h.startsWith("::ffff:") ? h.slice(7) : h);
+  return strip(a) === strip(b);
+}
+
+/** Same host ({@link sameHost}) and port. */
+export function sameNetAddr(a: Deno.NetAddr, b: Deno.NetAddr): boolean {
+  return a.port === b.port && sameHost(a.hostname, b.hostname);
+}

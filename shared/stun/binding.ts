@@ -22,7 +22,7 @@ import {
   StunWriter,
 } from "./message.ts";
 import { DEFAULT_RETRANSMIT, type RetransmitConfig, Transactions } from "./transactions.ts";
-import { samePeer } from "./turn_client.ts";
+import { sameNetAddr } from "../net/ip.ts";
 
 /** What a Binding answer says. */
 export interface BindingResult {
@@ -99,7 +99,7 @@ export class BindingClient {
       return null;
     }
     const p = this.tx.peek(m.tid);
-    if (!p || (!p.anySource && !samePeer(from, p.server))) {
+    if (!p || (!p.anySource && !sameNetAddr(from, p.server))) {
       this.dropped++;
       return null;
     }

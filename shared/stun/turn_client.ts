@@ -40,6 +40,7 @@ import {
   writeChannelData,
 } from "./message.ts";
 import { longTermKey } from "./credentials.ts";
+import { sameNetAddr } from "../net/ip.ts";
 import { DEFAULT_RETRANSMIT, type RetransmitConfig, Transactions } from "./transactions.ts";
 
 /** The TURN account. */
@@ -235,7 +236,7 @@ export class TurnClient {
         return null;
       }
       const from = attrAddress(m, Attr.xorPeerAddress, true);
-      const payload = from && samePeer(from, this.opts.peer) ? findData(m) : null;
+      const payload = from && sameNetAddr(from, this.opts.peer) ? findData(m) : null;
       if (!payload) this.counters.dropped++;
       return payload;
     }
@@ -527,11 +528,4 @@ export class TurnClient {
 function findData(m: StunMessage): Uint8Array | null {
   for (const a of m.attributes) if (a.type === Attr.data) return a.value;
   return null;
-}
-
-/** Same address and port, allowing for IPv4-mapped IPv6 spellings. */
-export function samePeer(a: Deno.NetAddr, b: Deno.NetAddr): boolean {
-  if (a.port !== b.port) return false;
-  const strip = (h: string) => (h.startsWith("::ffff:") ? h.slice(7) : h);
-  return strip(a.hostname) === strip(b.hostname);
 }
