@@ -15,7 +15,14 @@
  */
 
 import { type Dialer, DialError, type Duplex, type Target } from "../shared/duplex.ts";
-import { BufferedReader, closeQuietly, duplexPair, relay, writeAll } from "../shared/pipe.ts";
+import {
+  BufferedReader,
+  closeQuietly,
+  duplexPair,
+  encodeLatin1,
+  relay,
+  writeAll,
+} from "../shared/pipe.ts";
 import type { Connection } from "../shared/session/connection.ts";
 import { formatHostPort, type HostPort, parseHostPort } from "../shared/config/types.ts";
 import { isInListenHost } from "../shared/config/mapping_config.ts";
@@ -28,7 +35,6 @@ import {
   type InRequest,
   isMapControlTarget,
   isUpstreamTarget,
-  latin1ToUtf8,
   MAP_LINE_MAX,
   parseMapDatagram,
   parseMapRequest,
@@ -36,6 +42,9 @@ import {
 import { connectTcp } from "../shared/carrier/uot.ts";
 import type { ServerConfig } from "../shared/config/types.ts";
 import { keyHex } from "./users.ts";
+
+/** The control line's bytes (read as Latin-1 by `BufferedReader.readLine`) are UTF-8. */
+const utf8 = new TextDecoder();
 
 /** What a session's mappings may do. */
 export interface MappingPolicy {
@@ -198,7 +207,7 @@ export class SessionMappings {
     try {
       const line = await reader.readLine(MAP_LINE_MAX);
       if (line === null) return;
-      const req = parseMapRequest(latin1ToUtf8(line));
+      const req = parseMapRequest(utf8.decode(encodeLatin1(line)));
       const p = this.policy();
       const upstream = { tcp: p.tcpUpstream !== undefined, udp: p.udpUpstream !== undefined };
       if (typeof req === "string") {

@@ -17,14 +17,13 @@
  */
 
 import type { Duplex, Target } from "../../shared/duplex.ts";
-import { BufferedReader, closeQuietly, relay, writeAll } from "../../shared/pipe.ts";
+import { BufferedReader, closeQuietly, encodeLatin1, relay, writeAll } from "../../shared/pipe.ts";
 import { getLog } from "../../shared/log.ts";
 import { formatEndpoint, type Mapping } from "../../shared/config/mapping_config.ts";
 import type { Connection, OstpStream } from "../../shared/session/connection.ts";
 import {
   encodeMapDatagram,
   encodeMapRequest,
-  latin1ToUtf8,
   MAP_LINE_MAX,
   type MapResponse,
   parseMapDatagram,
@@ -35,6 +34,9 @@ import {
 import { readExact } from "../../shared/wire/open.ts";
 import type { Outbound, UdpFlow } from "../outbound/outbound.ts";
 import type { OstpPool } from "../outbound/ostp.ts";
+
+/** The control line's bytes (read as Latin-1 by `BufferedReader.readLine`) are UTF-8. */
+const utf8 = new TextDecoder();
 
 const log = getLog("mapping");
 
@@ -332,7 +334,7 @@ export class ClientMappings {
         const reader = new BufferedReader(stream);
         const line = await reader.readLine(MAP_LINE_MAX);
         if (line === null) throw new Error("the server closed the mapping control stream");
-        const r = parseMapResponse(latin1ToUtf8(line));
+        const r = parseMapResponse(utf8.decode(encodeLatin1(line)));
         if (typeof r === "string") throw new Error(`bad answer from the server: ${r}`);
         this.applyResponse(r);
         // Registered until the stream ends (the session went, or the server).

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { toHex } from "../crypto/keys.ts";
+
 /** Retransmission settings. */
 export interface RetransmitConfig {
   /** First retransmission timeout, ms (RFC: 500 or more). */
@@ -36,12 +38,8 @@ export interface Transaction<T> {
   rto: number;
 }
 
-/** Hex of a transaction id. */
-export function tidKey(tid: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < tid.length; i++) s += tid[i].toString(16).padStart(2, "0");
-  return s;
-}
+/** Hex of a transaction id (the map key). */
+export const tidKey: (tid: Uint8Array) => string = toHex;
 
 /** Requests in flight, keyed by transaction id. */
 export class Transactions<T> {

@@ -73,7 +73,6 @@ export interface MapResponse {
 }
 
 const enc = new TextEncoder();
-const dec = new TextDecoder("utf-8", { fatal: false });
 
 /** The request line (newline included). */
 export function encodeMapRequest(inMappings: readonly InRequest[]): Uint8Array {
@@ -207,11 +206,4 @@ export function parseMapDatagram(
   if (b.length < MAP_DATAGRAM_HEADER || b[0] !== MAP_DATAGRAM_KIND) return null;
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   return { id: dv.getUint32(1), flow: dv.getUint32(5), payload: b.subarray(MAP_DATAGRAM_HEADER) };
-}
-
-/** Decodes a UTF-8 line that came as Latin-1 (BufferedReader.readLine's form). */
-export function latin1ToUtf8(s: string): string {
-  const b = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) b[i] = s.charCodeAt(i) & 0xff;
-  return dec.decode(b);
 }
