@@ -214,28 +214,55 @@ export interface TlsDialerOptions {
   connectTimeoutMs?: number;
 }
 
+/**
+ * TCP to `server` (a resolved address), then TLS with the name its
+ * certificate must carry, the handshake bounded by `connectTimeoutMs`
+ * (default 10 s). Rejects with "TLS: <reason>"; nothing is left open then.
+ * Shared by the TLS carrier and TURN over TLS.
+ */
+export async function connectTls(
+  server: Deno.NetAddr,
+  opts: {
+    serverName: string;
+    caCerts?: string[];
+    alpnProtocols?: string[];
+    connectTimeoutMs?: number;
+  },
+  signal?: AbortSignal,
+): Promise<Deno.TlsConn> {
+  const ms = opts.connectTimeoutMs ?? 10_000;
+  const tcp = await connectTcp(server, ms, signal);
+  let tls: Deno.TlsConn | null = null;
+  try {
+    tls = await Deno.startTls(tcp, {
+      hostname: opts.serverName,
+      ...(opts.caCerts ? { caCerts: opts.caCerts } : {}),
+      ...(opts.alpnProtocols ? { alpnProtocols: opts.alpnProtocols } : {}),
+    });
+    const done = await within(tls.handshake(), ms);
+    if (done === TIMEOUT) throw new Error(`TLS handshake timed out after ${ms} ms`);
+    return tls;
+  } catch (e) {
+    if (tls) closeConn(tls);
+    else closeConn(tcp);
+    throw new Error(`TLS: ${(e as Error).message}`);
+  }
+}
+
 /** Opens TLS links: TCP to the resolved address, then TLS with the server's name. */
 export class TlsDialer implements CarrierDialer {
   readonly kind = "tls";
   constructor(private readonly opts: TlsDialerOptions = {}) {}
 
   async dial(server: Deno.NetAddr, signal?: AbortSignal): Promise<CarrierLink> {
-    const ms = this.opts.connectTimeoutMs ?? 10_000;
-    const tcp = await connectTcp(server, ms, signal);
-    let tls: Deno.TlsConn | null = null;
-    try {
-      tls = await Deno.startTls(tcp, {
-        hostname: this.opts.serverName ?? server.hostname,
-        ...(this.opts.caCerts ? { caCerts: this.opts.caCerts } : {}),
-        alpnProtocols: ["http/1.1"],
-      });
-      const done = await within(tls.handshake(), ms);
-      if (done === TIMEOUT) throw new Error(`TLS handshake timed out after ${ms} ms`);
-      return new StreamLink("tls", TLS_OVERHEAD, tls);
-    } catch (e) {
-      if (tls) closeConn(tls);
-      else closeConn(tcp);
-      throw new Error(`TLS: ${(e as Error).message}`);
-    }
+    const tls = await connectTls(server, {
+      serverName: this.opts.serverName ?? server.hostname,
+      ...(this.opts.caCerts ? { caCerts: this.opts.caCerts } : {}),
+      alpnProtocols: ["http/1.1"],
+      ...(this.opts.connectTimeoutMs !== undefined
+        ? { connectTimeoutMs: this.opts.connectTimeoutMs }
+        : {}),
+    }, signal);
+    return new StreamLink("tls", TLS_OVERHEAD, tls);
   }
 }

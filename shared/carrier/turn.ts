@@ -22,6 +22,7 @@ import type { CarrierDialer, CarrierLink } from "./carrier.ts";
 import { STREAM_WRITE_CAP, StreamPath } from "./stream_path.ts";
 import { RawWriter, TurnStreamReader } from "./turn_stream.ts";
 import { connectTcp } from "./uot.ts";
+import { connectTls } from "./tls.ts";
 
 /** Largest datagram a TURN link takes (UDP's largest, less ChannelData's header). */
 const TURN_MAX = 65507 - 4;
@@ -186,26 +187,21 @@ export class TurnDialer implements CarrierDialer {
         turn,
       );
     } else {
-      const tcp = await connectTcp({ ...turn, transport: "tcp" }, ms, signal);
-      if (kind === "tcp") {
-        transport = new StreamTurnTransport("tcp", tcp);
-      } else {
-        try {
-          const tls = await Deno.startTls(tcp, {
-            hostname: this.opts.serverName ?? this.opts.server.host,
+      const at: Deno.NetAddr = { ...turn, transport: "tcp" };
+      transport = kind === "tcp"
+        ? new StreamTurnTransport("tcp", await connectTcp(at, ms, signal))
+        : new StreamTurnTransport(
+          "tls",
+          await connectTls(at, {
+            serverName: this.opts.serverName ?? this.opts.server.host,
             ...(this.opts.caCerts ? { caCerts: this.opts.caCerts } : {}),
-          });
-          await tls.handshake();
-          transport = new StreamTurnTransport("tls", tls);
-        } catch (e) {
-          try {
-            tcp.close();
-          } catch {
-            // closed
-          }
-          throw new Error(`TURN over TLS: ${(e as Error).message}`);
-        }
-      }
+            connectTimeoutMs: ms,
+          }, signal).catch((e) => {
+            // A TLS failure is named as TURN's; a TCP connect failure stays as it is.
+            const m = (e as Error).message;
+            throw m.startsWith("TLS: ") ? new Error(`TURN over ${m}`) : e;
+          }),
+        );
     }
     const client = new TurnClient({
       credentials: this.opts.credentials,
