@@ -312,8 +312,7 @@ export class OstpClient {
     }
     if (this.config.hopInterval > 0) {
       this.hopTimer = setInterval(() => {
-        const moved = this.pool.runners.filter((r) => r.rebind()).length;
-        log.debug("hop interval: moved {moved} session(s) to new sockets", { moved });
+        log.debug("hop interval: moved {moved} session(s) to new sockets", { moved: this.hop() });
       }, this.config.hopInterval * 1000);
     }
     if (this.config.proxy) await this.startProxy();
@@ -416,6 +415,15 @@ export class OstpClient {
       })),
       ...(this.mappings ? { mappings: this.mappings.stats() } : {}),
     };
+  }
+
+  /**
+   * Moves every session to a fresh UDP socket (a new source port) without a
+   * new handshake: SIGUSR2, the control socket's `hop`, `--hop-interval`.
+   * Returns how many moved (stream carriers and TURN do not hop).
+   */
+  hop(): number {
+    return this.pool.runners.filter((r) => r.rebind()).length;
   }
 
   /** Stops the proxy, closes the outbounds and the sessions. */

@@ -42,7 +42,7 @@ export async function main(argv: string[]): Promise<number> {
   // SIGUSR2 (or "hop" on the control socket) moves every session to a fresh
   // UDP socket (new source port) without a new handshake.
   const hop = () => {
-    const moved = client.pool.runners.filter((r) => r.rebind()).length;
+    const moved = client.hop();
     log.info("moved {moved} session(s) to new UDP sockets", { moved });
     return moved;
   };
