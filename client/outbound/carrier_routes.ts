@@ -15,7 +15,7 @@ import {
   fecModeOf,
 } from "../../shared/config/carrier_config.ts";
 import type { ClientNatConfig } from "../../shared/config/nat_config.ts";
-import { formatHostPort } from "../../shared/config/types.ts";
+import { formatHostPort, isIPv4, isIPv6 } from "../../shared/config/types.ts";
 import { formatNetAddr } from "../../shared/net/ip.ts";
 import type { MappingObservation } from "../../shared/carrier/stun_udp.ts";
 import type { TurnEvent } from "../../shared/stun/turn_client.ts";
@@ -40,9 +40,7 @@ async function resolveServers(
   const out: Deno.NetAddr[] = [];
   for (const s of nat.stun) {
     try {
-      const address = /^[0-9.]+$/.test(s.host) || s.host.includes(":")
-        ? s.host
-        : (await lookup(s.host)).address;
+      const address = isIPv4(s.host) || isIPv6(s.host) ? s.host : (await lookup(s.host)).address;
       out.push({ transport: "udp", hostname: address, port: s.port });
     } catch (e) {
       natLog.warn("STUN server {server} does not resolve: {error}", {

@@ -82,6 +82,11 @@ function cmd(what: string, apply: string[], undo: string[], undoMayFail = false)
   return { kind: "command", what, apply, undo, ...(undoMayFail ? { undoMayFail } : {}) };
 }
 
+/** A route added and deleted by the same command line but for its verb (gone with the adapter). */
+function routeChange(what: string, argv: (verb: "add" | "delete") => string[]): CommandChange {
+  return cmd(what, argv("add"), argv("delete"), true);
+}
+
 /** The changes, in the order they are made (undone in reverse). */
 export function windowsTunChanges(o: WindowsTunPlanOptions): CommandChange[] {
   const out: CommandChange[] = [];
@@ -131,79 +136,58 @@ export function windowsTunChanges(o: WindowsTunPlanOptions): CommandChange[] {
       ...o.exclude.filter((c) => !c.includes(":")),
     ];
     for (const dest of around) {
-      out.push(cmd(
+      const [net, bits] = dest.split("/");
+      const mask = netmask(Number(bits ?? 32));
+      out.push(routeChange(
         `route ${dest} around the tunnel`,
-        [
-          "route",
-          "add",
-          dest.split("/")[0],
-          "mask",
-          netmask(Number(dest.split("/")[1] ?? 32)),
-          o.gateway.address,
-        ],
-        [
-          "route",
-          "delete",
-          dest.split("/")[0],
-          "mask",
-          netmask(Number(dest.split("/")[1] ?? 32)),
-          o.gateway.address,
-        ],
-        true,
+        (v) => ["route", v, net, "mask", mask, o.gateway!.address],
       ));
     }
   }
   if (o.gateway6) {
+    const g6 = o.gateway6;
     const around6 = [
       ...o.servers.filter((s) => s.includes(":")).map((s) => `${s}/128`),
       ...o.exclude.filter((c) => c.includes(":")),
     ];
     for (const dest of around6) {
-      out.push(cmd(
+      out.push(routeChange(
         `route ${dest} around the tunnel`,
-        [
+        (v) => [
           "netsh",
           "interface",
           "ipv6",
-          "add",
+          v,
           "route",
           dest,
-          String(o.gateway6.ifIndex),
-          o.gateway6.address,
+          String(g6.ifIndex),
+          g6.address,
           "store=active",
         ],
-        [
-          "netsh",
-          "interface",
-          "ipv6",
-          "delete",
-          "route",
-          dest,
-          String(o.gateway6.ifIndex),
-          o.gateway6.address,
-          "store=active",
-        ],
-        true,
       ));
     }
   }
-  for (const half of ["0.0.0.0/1", "128.0.0.0/1"]) {
-    out.push(cmd(
-      `route ${half} into the TUN`,
-      ["netsh", "interface", "ipv4", "add", "route", half, o.adapter, "metric=1", "store=active"],
-      ["netsh", "interface", "ipv4", "delete", "route", half, o.adapter, "store=active"],
-      true,
-    ));
-  }
-  for (const half of ["::/1", "8000::/1"]) {
-    // Without IPv6 in the tunnel the routes still capture IPv6 (into an adapter with no IPv6
-    // address: dropped), so nothing leaves around it and applications fall back to IPv4.
-    out.push(cmd(
-      `route ${half} into the TUN`,
-      ["netsh", "interface", "ipv6", "add", "route", half, o.adapter, "metric=1", "store=active"],
-      ["netsh", "interface", "ipv6", "delete", "route", half, o.adapter, "store=active"],
-      true,
-    ));
+  // Without IPv6 in the tunnel the IPv6 halves still capture IPv6 (into an adapter with no IPv6
+  // address: dropped), so nothing leaves around it and applications fall back to IPv4.
+  for (
+    const [family, half] of [
+      ["ipv4", "0.0.0.0/1"],
+      ["ipv4", "128.0.0.0/1"],
+      ["ipv6", "::/1"],
+      ["ipv6", "8000::/1"],
+    ]
+  ) {
+    out.push(routeChange(`route ${half} into the TUN`, (v) => [
+      "netsh",
+      "interface",
+      family,
+      v,
+      "route",
+      half,
+      o.adapter,
+      ...(v === "add" ? ["metric=1"] : []),
+      "store=active",
+    ]));
   }
   if (o.dns.length > 0) {
     const v4dns = o.dns.filter((d) => !d.includes(":"));

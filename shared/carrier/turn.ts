@@ -23,6 +23,7 @@ import { STREAM_WRITE_CAP, StreamPath } from "./stream_path.ts";
 import { RawWriter, TurnStreamReader } from "./turn_stream.ts";
 import { connectTcp } from "./uot.ts";
 import { connectTls } from "./tls.ts";
+import { isIPv4, isIPv6 } from "../config/types.ts";
 
 /** Largest datagram a TURN link takes (UDP's largest, less ChannelData's header). */
 const TURN_MAX = 65507 - 4;
@@ -162,7 +163,7 @@ export class TurnDialer implements CarrierDialer {
   private async resolve(): Promise<Deno.NetAddr> {
     const host = this.opts.server.host;
     let address = host;
-    if (!/^[0-9.]+$/.test(host) && !host.includes(":")) {
+    if (!isIPv4(host) && !isIPv6(host)) {
       const lookup = this.opts.lookup ??
         (async (h: string) => await (await import("node:dns/promises")).lookup(h));
       address = (await lookup(host)).address;
