@@ -47,6 +47,13 @@ const MAX_UDP_FLOWS = 256;
 /** Pause before the control stream is opened again after it ended, ms. */
 const CONTROL_RETRY_MS = 1000;
 
+/** One source address of an OUT UDP mapping: its flow once open, and when it was last used. */
+interface OutUdpFlow {
+  flow: Promise<UdpFlow | null>;
+  ready: UdpFlow | null;
+  last: number;
+}
+
 /** A mapping's state change, for embedding programs. */
 export interface MappingEvent {
   /** The mapping's id and spec. */
@@ -185,7 +192,7 @@ export class ClientMappings {
           port: m.local.port,
           transport: "udp",
         });
-        const flows = new Map<string, { flow: Promise<UdpFlow | null>; last: number }>();
+        const flows = new Map<string, OutUdpFlow>();
         const timer = setInterval(() => {
           const now = performance.now();
           for (const [k, f] of flows) {
@@ -264,7 +271,7 @@ export class ClientMappings {
   private async udpOut(
     l: Live,
     sock: Deno.DatagramConn,
-    flows: Map<string, { flow: Promise<UdpFlow | null>; last: number }>,
+    flows: Map<string, OutUdpFlow>,
   ): Promise<void> {
     const m = l.m;
     const target = this.target(m);
@@ -288,8 +295,8 @@ export class ClientMappings {
               { inbound: "mapping", network: "udp", target, source: src },
               onReply,
             );
-          f = {
-            flow: opened.catch((e) => {
+          const entry: OutUdpFlow = {
+            flow: opened.then((x) => (entry.ready = x), (e) => {
               log.warn("udp mapping {spec}: {error}", {
                 spec: m.spec,
                 error: (e as Error).message,
@@ -297,16 +304,18 @@ export class ClientMappings {
               flows.delete(key);
               return null;
             }),
+            ready: null,
             last: performance.now(),
           };
+          f = entry;
           flows.set(key, f);
           l.stats.flows++;
         }
         f.last = performance.now();
-        const payload = data.slice();
-        l.stats.bytesUp += payload.length;
-        const flow = await f.flow;
-        flow?.send(target, payload);
+        l.stats.bytesUp += data.length;
+        // Each receive is a fresh buffer, and the flow encodes what it sends: no copy here; only
+        // a flow's first datagrams wait for it to open.
+        (f.ready ?? await f.flow)?.send(target, data);
       }
     } catch {
       // closed
