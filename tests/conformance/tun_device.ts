@@ -109,6 +109,31 @@ export function ipPacket(
   return p;
 }
 
+/**
+ * UDP datagrams from `from` (port 5353) to `to:port` as IP packets in one
+ * batch of `slotSize` slots: what an in-memory peer sends for
+ * {@link TunHarness.sendUdp}.
+ */
+export function udpBatch(
+  from: Uint8Array,
+  to: Uint8Array,
+  port: number,
+  payloads: Uint8Array[],
+  slotSize: number,
+): PacketBatch {
+  const b = new PacketBatch(payloads.length, slotSize);
+  for (const p of payloads) {
+    const udp = new Uint8Array(8 + p.length);
+    const v = new DataView(udp.buffer);
+    v.setUint16(0, 5353);
+    v.setUint16(2, port);
+    v.setUint16(4, udp.length);
+    udp.set(p, 8);
+    b.push(ipPacket(from, to, 17, udp));
+  }
+  return b;
+}
+
 /** An ICMP (IPv4) or ICMPv6 echo request packet of exactly `total` bytes. */
 export function echoRequest(
   src: Uint8Array,

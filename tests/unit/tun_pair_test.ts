@@ -7,10 +7,10 @@ import { CSUM_PARTIAL, GSO_TCP4, PacketBatch, TunError } from "../../shared/tun/
 import { tunPair } from "../../shared/tun/pair.ts";
 import {
   echoRequest,
-  ipPacket,
   runEchoPeer,
   tunDeviceConformance,
   type TunHarness,
+  udpBatch,
 } from "../conformance/tun_device.ts";
 
 const V4 = { local: new Uint8Array([10, 9, 0, 2]), peer: new Uint8Array([10, 9, 0, 1]) };
@@ -29,17 +29,7 @@ for (const [mtu, offload] of [[1500, false], [1280, false], [9000, false], [1500
       v6: V6,
       sendUdp(family, port, payloads) {
         const a = family === 4 ? V4 : V6;
-        const b = new PacketBatch(payloads.length, mtu);
-        for (const p of payloads) {
-          const udp = new Uint8Array(8 + p.length);
-          const v = new DataView(udp.buffer);
-          v.setUint16(0, 5353);
-          v.setUint16(2, port);
-          v.setUint16(4, udp.length);
-          udp.set(p, 8);
-          b.push(ipPacket(a.peer, a.local, 17, udp));
-        }
-        peer.writeBatch(b);
+        peer.writeBatch(udpBatch(a.peer, a.local, port, payloads, mtu));
         return Promise.resolve();
       },
       async close() {

@@ -11,10 +11,10 @@ import { WintunTun } from "../../ffi/tun_windows.ts";
 import { FakeWintun } from "../support/fake_wintun.ts";
 import {
   echoRequest,
-  ipPacket,
   runEchoPeer,
   tunDeviceConformance,
   type TunHarness,
+  udpBatch,
 } from "../conformance/tun_device.ts";
 
 const V4 = { local: new Uint8Array([10, 9, 0, 2]), peer: new Uint8Array([10, 9, 0, 1]) };
@@ -36,17 +36,7 @@ for (const mtu of [1420, 1280, 9000]) {
       v6: V6,
       sendUdp(family, port, payloads) {
         const a = family === 4 ? V4 : V6;
-        const b = new PacketBatch(payloads.length, 65535);
-        for (const p of payloads) {
-          const udp = new Uint8Array(8 + p.length);
-          const v = new DataView(udp.buffer);
-          v.setUint16(0, 5353);
-          v.setUint16(2, port);
-          v.setUint16(4, udp.length);
-          udp.set(p, 8);
-          b.push(ipPacket(a.peer, a.local, 17, udp));
-        }
-        net.writeBatch(b);
+        net.writeBatch(udpBatch(a.peer, a.local, port, payloads, 65535));
         return Promise.resolve();
       },
       async close() {
