@@ -23,7 +23,6 @@ import type { Daemon } from "../support/daemons.ts";
 import { canUseNetns } from "../support/netns.ts";
 import { NAT_ADDR, NatBed, startNatTunnel, TURN_USER } from "../support/nat_bed.ts";
 import { spawnDenoIn } from "../support/netns.ts";
-import { formatAccessKey, generateAccessKey } from "../../shared/crypto/keys.ts";
 import { Attr, Method, StunWriter, writeChannelData } from "../../shared/stun/message.ts";
 import { makeTestCerts } from "../support/certs.ts";
 
@@ -350,37 +349,24 @@ natTest(
     daemons,
   ) => {
     // The service on the client (behind the NAT), and a server that lets the key open 18080.
-    const key = formatAccessKey(generateAccessKey(), "hex");
-    const origin = spawnDenoIn("origin", bed.client, "tests/support/origin_main.ts", [
+    const service = spawnDenoIn("origin", bed.client, "tests/support/origin_main.ts", [
       "127.0.0.1",
       "8080",
     ]);
-    daemons.push(origin);
-    const server = spawnDenoIn("server", bed.server, "server/main.ts", [
-      "-k",
-      key,
-      "-l",
-      `${NAT_ADDR.server}:8443`,
-      "--allow-in-ports",
-      "18080",
-      "--egress-allow",
-      "10.77.1.0/24",
-    ]);
-    daemons.push(server);
-    await origin.waitFor(/ready/);
-    await server.waitFor(/share link: /);
-    const client = spawnDenoIn("client", bed.client, "client/main.ts", [
-      "-s",
-      `${NAT_ADDR.server}:8443`,
-      "-k",
-      key,
-      "--no-proxy",
-      "--tcp-mappings",
-      "IN^8080^0.0.0.0:18080",
-      "--udp-mappings",
-      `OUT^5300^${NAT_ADDR.turn}:3478`,
-    ]);
-    daemons.push(client);
+    daemons.push(service);
+    await service.waitFor(/ready/);
+    const { client } = await startNatTunnel(
+      bed,
+      dir,
+      daemons,
+      {
+        proxy: false,
+        mappings: { tcp: ["IN^8080^0.0.0.0:18080"], udp: [`OUT^5300^${NAT_ADDR.turn}:3478`] },
+      },
+      [],
+      true,
+      ["--allow-in-ports", "18080", "--egress-allow", "10.77.1.0/24"],
+    );
     await client.waitFor(/IN\^8080\^0\.0\.0\.0:18080: up/, 30_000);
     // And an OUT UDP mapping from behind the NAT: a STUN Binding to coturn through the tunnel
     // comes back with the server's address as the mapping (the server's relay socket asked).

@@ -235,7 +235,10 @@ export interface NatDaemons {
   client: Daemon;
 }
 
-/** Origin and ostp server in the server namespace, the client (with `config`) behind the NAT. */
+/**
+ * Origin and ostp server (with `serverArgs` added) in the server namespace,
+ * the client (with `config`) behind the NAT.
+ */
 export async function startNatTunnel(
   bed: NatBed,
   dir: string,
@@ -243,6 +246,7 @@ export async function startNatTunnel(
   config: Record<string, unknown>,
   clientArgs: string[] = [],
   waitConnected = true,
+  serverArgs: string[] = [],
 ): Promise<NatDaemons> {
   const key = formatAccessKey(generateAccessKey(), "hex");
   const origin = spawnDenoIn("origin", bed.server, "tests/support/origin_main.ts", [
@@ -255,6 +259,7 @@ export async function startNatTunnel(
     key,
     "-l",
     `${NAT_ADDR.server}:8443`,
+    ...serverArgs,
   ]);
   daemons.push(server);
   await origin.waitFor(/ready/);
