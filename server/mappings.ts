@@ -102,12 +102,21 @@ const UDP_FLOW_IDLE_MS = 60_000;
 /** Most flows per IN UDP mapping. */
 const MAX_UDP_FLOWS = 256;
 
+/** One source address at an IN UDP listener. */
+interface InUdpFlow {
+  flow: number;
+  addr: Deno.NetAddr;
+  key: string;
+  /** Last datagram either way, performance.now(). */
+  last: number;
+}
+
 interface InUdp {
   id: number;
   sock: Deno.DatagramConn;
-  /** Source key → flow id, and back. */
-  bySource: Map<string, { flow: number; addr: Deno.NetAddr; last: number }>;
-  byFlow: Map<number, { addr: Deno.NetAddr; last: number; key: string }>;
+  /** The same flows by source ("host|port") and by flow id. */
+  bySource: Map<string, InUdpFlow>;
+  byFlow: Map<number, InUdpFlow>;
   nextFlow: number;
 }
 
@@ -320,14 +329,11 @@ export class SessionMappings {
         const now = performance.now();
         if (!f) {
           if (m.bySource.size >= MAX_UDP_FLOWS) continue;
-          const flow = m.nextFlow++;
-          f = { flow, addr: a, last: now };
+          f = { flow: m.nextFlow++, addr: a, key, last: now };
           m.bySource.set(key, f);
-          m.byFlow.set(flow, { addr: a, last: now, key });
+          m.byFlow.set(f.flow, f);
         }
         f.last = now;
-        const back = m.byFlow.get(f.flow);
-        if (back) back.last = now;
         this.stats.inDatagrams++;
         this.account(0, data.length);
         this.conn.sendDatagram(encodeMapDatagram(m.id, f.flow, data));
@@ -340,11 +346,9 @@ export class SessionMappings {
   private expireFlows(): void {
     const now = performance.now();
     for (const m of this.udp.values()) {
-      for (const [flow, f] of m.byFlow) {
-        const s = m.bySource.get(f.key);
-        const last = Math.max(f.last, s?.last ?? 0);
-        if (now - last > UDP_FLOW_IDLE_MS) {
-          m.byFlow.delete(flow);
+      for (const f of m.byFlow.values()) {
+        if (now - f.last > UDP_FLOW_IDLE_MS) {
+          m.byFlow.delete(f.flow);
           m.bySource.delete(f.key);
         }
       }
