@@ -193,7 +193,7 @@ export class TurnClient {
   poll(now: number): void {
     const { resend, expired } = this.tx.due(now);
     for (const b of resend) this.out.push(b);
-    for (const p of expired) this.timedOut(p, now);
+    for (const p of expired) this.timedOut(p);
     if (now >= this.closeBy && this.state === "closing") this.finishClose(false);
     if (this.state !== "allocated") return;
     if (now >= this.refreshAt) {
@@ -374,7 +374,7 @@ export class TurnClient {
       const realm = attrString(m, Attr.realm);
       const nonce = attrString(m, Attr.nonce);
       if (!realm || !nonce) {
-        this.fail(`TURN server answered 401 without REALM/NONCE`, false, now);
+        this.fail(`TURN server answered 401 without REALM/NONCE`, false);
         return;
       }
       this.realm = realm;
@@ -408,14 +408,13 @@ export class TurnClient {
             ? `TURN authentication failed (${reason}): check turn.username and turn.password`
             : `TURN Allocate refused: ${reason}`,
           code === 401,
-          now,
         );
         return;
       case "refresh":
-        this.fail(`TURN allocation lost: Refresh refused (${reason})`, code === 401, now, true);
+        this.fail(`TURN allocation lost: Refresh refused (${reason})`, code === 401, true);
         return;
       case "permission":
-        this.fail(`TURN CreatePermission refused: ${reason}`, code === 401, now, true);
+        this.fail(`TURN CreatePermission refused: ${reason}`, code === 401, true);
         return;
       case "channel":
         this.channelRefused = true;
@@ -433,7 +432,7 @@ export class TurnClient {
       case "allocate": {
         const relayed = attrAddress(m, Attr.xorRelayedAddress, true);
         if (!relayed) {
-          this.fail("TURN Allocate answer without XOR-RELAYED-ADDRESS", false, now);
+          this.fail("TURN Allocate answer without XOR-RELAYED-ADDRESS", false);
           return;
         }
         this.relayed = relayed;
@@ -455,7 +454,7 @@ export class TurnClient {
         this.lifetime = attrU32(m, Attr.lifetime) ?? this.lifetime;
         this.counters.refreshes++;
         if (this.lifetime === 0) {
-          this.fail("TURN allocation lost: refreshed to lifetime 0", false, now, true);
+          this.fail("TURN allocation lost: refreshed to lifetime 0", false, true);
           return;
         }
         this.scheduleRefresh(now);
@@ -489,14 +488,14 @@ export class TurnClient {
     this.refreshAt = now + Math.max(life / 2, life - 60_000);
   }
 
-  private timedOut(p: Pending, now: number): void {
+  private timedOut(p: Pending): void {
     switch (p.purpose) {
       case "allocate":
-        this.fail("no answer from the TURN server", false, now);
+        this.fail("no answer from the TURN server", false);
         return;
       case "refresh":
       case "permission":
-        this.fail(`TURN allocation lost: no answer to ${p.purpose}`, false, now, true);
+        this.fail(`TURN allocation lost: no answer to ${p.purpose}`, false, true);
         return;
       case "channel":
         this.channelRefused = true;
@@ -508,7 +507,7 @@ export class TurnClient {
     }
   }
 
-  private fail(reason: string, auth: boolean, _now: number, lost = false): void {
+  private fail(reason: string, auth: boolean, lost = false): void {
     if (this.state === "failed" || this.state === "closed") return;
     this.state = "failed";
     this.tx.clear();
