@@ -181,9 +181,7 @@ export async function clientCarriers(
         },
       });
       closers.push(() => d.close());
-      dialer = d;
-      // The relay reaches the server's own UDP port.
-      port = undefined;
+      dialer = d; // no port of its own: the relay reaches the server's UDP port
     } else if (kind === "uot") {
       const { UotDialer } = await import("../../shared/carrier/uot.ts");
       dialer = new UotDialer({ connectTimeoutMs: opts.connectTimeoutMs });
